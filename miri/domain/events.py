@@ -1,0 +1,69 @@
+"""The events that cross modules (the old Kafka payloads). Plain data, JSON on the outbox."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: float = field(default_factory=time.time)
+    name: ClassVar[str] = "Event"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.__name__
+        EVENT_TYPES[cls.__name__] = cls
+
+    def to_json(self) -> str:
+        return orjson.dumps(dataclasses.asdict(self)).decode()
+
+    @staticmethod
+    def from_json(type_name: str, payload: str | bytes) -> Event:
+        cls = EVENT_TYPES[type_name]
+        return cls(**orjson.loads(payload))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderPlaced(Event):
+    """An order was stored; payments opens one payment per item."""
+
+    order_id: int
+    user_id: int
+    # Each item: {"orderDetailId", "goodsId", "quantity", "unitPrice"}.
+    items: list[dict[str, int]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentCompleted(Event):
+    order_detail_id: int
+    order_id: int
+    user_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentAborted(Event):
+    """The buyer abandoned, the gateway refused, or the payment timed out."""
+
+    order_detail_id: int
+    order_id: int
+    user_id: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderItemCanceled(Event):
+    """The buyer canceled an item; payments refunds it."""
+
+    order_detail_id: int
+    order_id: int
+    user_id: int

@@ -1,0 +1,440 @@
+"""Accounts: email verification, sign-up, login and logout, profile, password change."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from miri.config import Settings
+from miri.domain import rules
+from miri.domain.errors import (
+    EmailTaken,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    ValidationFailed,
+)
+from miri.infra.breakers import CircuitOpen
+from miri.infra.clock import Clock
+from miri.infra.crypto import FieldCipher, sha256_hex
+from miri.infra.mail import Mailer, MailUnavailable
+from miri.infra.passwords import PasswordHasher
+from miri.infra.ratelimit import RateLimiter
+from miri.infra.sqlite import Database
+from miri.infra.tokens import Claims, InvalidToken, TokenService
+
+VERIFICATION_TTL = 30 * 60
+ROLES = ("USER", "ADMIN")
+
+
+@dataclass(frozen=True)
+class Profile:
+    user_id: int
+    email: str
+    user_name: str
+    phone_number: str
+    address: str
+    role: str
+    created_at: float
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "userId": self.user_id,
+            "email": self.email,
+            "userName": self.user_name,
+            "phoneNumber": self.phone_number,
+            "address": self.address,
+            "role": self.role,
+        }
+
+
+@dataclass(frozen=True)
+class Login:
+    access_token: str
+    expires_in: int
+    claims: Claims
+
+
+def _deny_key(jti: str) -> str:
+    return f"miri:deny:{jti}"
+
+
+def _valid_after_key(user_id: int) -> str:
+    return f"miri:tva:{user_id}"
+
+
+class UserService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        redis: aioredis.Redis,
+        cipher: FieldCipher,
+        hasher: PasswordHasher,
+        tokens: TokenService,
+        mailer: Mailer,
+        limiter: RateLimiter,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._db = db
+        self._redis = redis
+        self._cipher = cipher
+        self._hasher = hasher
+        self.tokens = tokens
+        self._mailer = mailer
+        self._limiter = limiter
+        self._clock = clock
+        self._settings = settings
+
+    # -- sign-up ------------------------------------------------------------------------------
+    async def request_verification(self, email: str, client: str) -> None:
+        """Mail a one-time sign-up token for ``email``; refuses emails that have an account."""
+        email = rules.email(email)
+        index = self._cipher.blind_index(email)
+        s = self._settings
+        for key, limit in (
+            (f"verify:email:{index.hex()}", s.verify_email_per_email),
+            (f"verify:client:{client}", s.verify_email_per_client),
+        ):
+            wait = await self._limiter.hit(key, limit, s.verify_email_window)
+            if wait is not None:
+                raise RateLimited(wait, "too many verification mails; try again later")
+        if await self._user_id_by_index(index) is not None:
+            raise EmailTaken()
+        token = str(uuid.uuid4())
+        now = self._clock.now().timestamp()
+        try:
+            await self._mailer.send(
+                email,
+                "Your Miri sign-up code",
+                f"Your Miri sign-up code is:\n\n    {token}\n\nIt works once, for 30 minutes.\n",
+            )
+        except (MailUnavailable, CircuitOpen) as exc:
+            raise Unavailable("the mail server is unavailable; try again later") from exc
+        email_enc = self._cipher.encrypt(email, "email")
+
+        def store(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO email_verifications"
+                " (token_hash, email_index, email_enc, expires_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sha256_hex(token), index, email_enc, now + VERIFICATION_TTL, now),
+            )
+
+        await self._db.write(store)
+
+    async def sign_up(
+        self,
+        *,
+        token: str,
+        user_name: str,
+        password: str,
+        phone_number: str,
+        address: str,
+        email: str | None = None,
+    ) -> int:
+        """Create an account with a mailed token; the token is spent only if the account is made."""
+        token_hash = sha256_hex(token.strip())
+        now = self._clock.now().timestamp()
+        row = await self._db.read(
+            lambda c: c.execute(
+                "SELECT email_index, email_enc, expires_at, used_at FROM email_verifications"
+                " WHERE token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+        )
+        if row is None or row["used_at"] is not None or row["expires_at"] <= now:
+            raise ValidationFailed(
+                "the verification token is invalid, used or expired",
+                {"emailVerificationToken": "invalid, already used or expired"},
+            )
+        verified = self._cipher.decrypt(row["email_enc"], "email")
+        if email is not None and rules.email(email) != verified:
+            raise ValidationFailed(
+                "the email does not match the verified one",
+                {"email": "must be the address the token was mailed to"},
+            )
+        index = row["email_index"]
+        if await self._user_id_by_index(index) is not None:
+            raise EmailTaken()
+        hashed = await self._hasher.hash(password)
+        return await self._db.write(
+            lambda c: self._insert_user(
+                c,
+                index,
+                verified,
+                user_name,
+                phone_number,
+                address,
+                hashed,
+                "USER",
+                now,
+                spend_token=token_hash,
+            )
+        )
+
+    async def add_user(
+        self,
+        *,
+        email: str,
+        password: str,
+        user_name: str,
+        phone_number: str,
+        address: str,
+        role: str = "USER",
+    ) -> int:
+        """Operator path (CLI, benchmarks): no mail, same rules, same encryption."""
+        errors: dict[str, str] = {}
+        values: dict[str, str] = {}
+        for field, rule, value in (
+            ("email", rules.email, email),
+            ("password", rules.password, password),
+            ("userName", rules.user_name, user_name),
+            ("phoneNumber", rules.phone_number, phone_number),
+            ("address", rules.address, address),
+        ):
+            try:
+                values[field] = rule(value)
+            except ValueError as exc:
+                errors[field] = str(exc)
+        if role not in ROLES:
+            errors["role"] = "role must be USER or ADMIN"
+        if errors:
+            raise ValidationFailed(data=errors)
+        index = self._cipher.blind_index(values["email"])
+        hashed = await self._hasher.hash(password)
+        now = self._clock.now().timestamp()
+        return await self._db.write(
+            lambda c: self._insert_user(
+                c, index, values["email"], user_name, phone_number, address, hashed, role, now
+            )
+        )
+
+    def _insert_user(
+        self,
+        conn: sqlite3.Connection,
+        index: bytes,
+        email: str,
+        user_name: str,
+        phone_number: str,
+        address: str,
+        password_hash: str,
+        role: str,
+        now: float,
+        spend_token: str | None = None,
+    ) -> int:
+        if spend_token is not None:
+            spent = conn.execute(
+                "UPDATE email_verifications SET used_at = ?"
+                " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+                (now, spend_token, now),
+            ).rowcount
+            if spent != 1:
+                raise ValidationFailed(
+                    "the verification token is invalid, used or expired",
+                    {"emailVerificationToken": "invalid, already used or expired"},
+                )
+        enc = self._cipher.encrypt
+        try:
+            cur = conn.execute(
+                "INSERT INTO users (email_index, email_enc, name_enc, phone_enc, address_enc,"
+                " password_hash, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    index,
+                    enc(email, "email"),
+                    enc(user_name, "name"),
+                    enc(phone_number, "phone"),
+                    enc(address, "address"),
+                    password_hash,
+                    role,
+                    now,
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise EmailTaken() from None
+        return int(cur.lastrowid)
+
+    # -- sign-in ------------------------------------------------------------------------------
+    async def login(self, email: str, password: str) -> Login:
+        """Same answer for an unknown email and a wrong password, in about the same time."""
+        try:
+            email = rules.email(email)
+        except ValueError:
+            email = email.strip().lower()
+        index = self._cipher.blind_index(email)
+        s = self._settings
+        failures = f"login:{index.hex()}"
+        wait = await self._limiter.check(failures, s.login_failures_per_email)
+        if wait is not None:
+            raise RateLimited(wait, "too many failed logins; try again later")
+        row = await self._db.read(
+            lambda c: c.execute(
+                "SELECT id, password_hash, role FROM users WHERE email_index = ?", (index,)
+            ).fetchone()
+        )
+        ok = await self._hasher.verify(password, row["password_hash"] if row else None)
+        if row is None or not ok:
+            await self._limiter.hit(failures, s.login_failures_per_email, s.login_failure_window)
+            raise Unauthenticated("wrong email or password")
+        await self._limiter.reset(failures)
+        token, claims = self.tokens.issue(row["id"], row["role"])
+        return Login(token, self.tokens.ttl, claims)
+
+    async def authenticate(self, token: str) -> Claims:
+        """Signature, expiry, logout and password-change checks in one Redis round trip."""
+        try:
+            claims = self.tokens.decode(token)
+        except InvalidToken as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        denied, valid_after = await self._redis.mget(
+            _deny_key(claims.jti), _valid_after_key(claims.user_id)
+        )
+        if denied is not None:
+            raise Unauthenticated("this token has been logged out")
+        if valid_after is not None and claims.issued_at < float(valid_after):
+            raise Unauthenticated("this token was issued before a password change")
+        return claims
+
+    async def logout(self, claims: Claims) -> None:
+        ttl = max(int(claims.expires_at - self._clock.now().timestamp()) + 1, 1)
+        await self._redis.set(_deny_key(claims.jti), "1", ex=ttl)
+
+    def issue_token(self, user_id: int, role: str) -> str:
+        return self.tokens.issue(user_id, role)[0]
+
+    # -- profile ------------------------------------------------------------------------------
+    async def profile(self, user_id: int) -> Profile:
+        row = await self._db.read(
+            lambda c: c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFound("no such user")
+        return self._profile(row)
+
+    async def update_profile(
+        self, user_id: int, phone_number: str | None = None, address: str | None = None
+    ) -> Profile:
+        enc = self._cipher.encrypt
+        now = self._clock.now().timestamp()
+        sets, args = ["updated_at = ?"], [now]
+        if phone_number is not None:
+            sets.append("phone_enc = ?")
+            args.append(enc(rules.phone_number(phone_number), "phone"))
+        if address is not None:
+            sets.append("address_enc = ?")
+            args.append(enc(rules.address(address), "address"))
+
+        def update(conn: sqlite3.Connection) -> None:
+            sql = f"UPDATE users SET {', '.join(sets)} WHERE id = ?"
+            if conn.execute(sql, (*args, user_id)).rowcount != 1:
+                raise NotFound("no such user")
+
+        await self._db.write(update)
+        return await self.profile(user_id)
+
+    async def change_password(self, user_id: int, current: str, new: str) -> None:
+        """Every token issued before now stops working, the caller's included."""
+        row = await self._db.read(
+            lambda c: c.execute(
+                "SELECT password_hash FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound("no such user")
+        if not await self._hasher.verify(current, row["password_hash"]):
+            raise ValidationFailed(
+                "the current password is not correct", {"currentPassword": "is not correct"}
+            )
+        if current == new:
+            raise ValidationFailed(
+                "the new password must differ", {"newPassword": "must differ from the current one"}
+            )
+        hashed = await self._hasher.hash(new)
+        now = self._clock.now().timestamp()
+        await self._db.write(
+            lambda c: c.execute(
+                "UPDATE users SET password_hash = ?, tokens_valid_after = ?, updated_at = ?"
+                " WHERE id = ?",
+                (hashed, now, now, user_id),
+            )
+        )
+        # Tokens live at most token_ttl, so the mark can expire with the last one it refuses.
+        await self._redis.set(_valid_after_key(user_id), repr(now), ex=self.tokens.ttl + 60)
+
+    async def restore_revocations(self) -> int:
+        """Put password-change marks back into Redis after it lost data; returns how many."""
+        horizon = self._clock.now().timestamp() - self.tokens.ttl
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT id, tokens_valid_after FROM users WHERE tokens_valid_after > ?",
+                (horizon,),
+            ).fetchall()
+        )
+        for row in rows:
+            await self._redis.set(
+                _valid_after_key(row["id"]),
+                repr(row["tokens_valid_after"]),
+                ex=self.tokens.ttl + 60,
+                nx=True,
+            )
+        return len(rows)
+
+    # -- lookups for operators and other modules ------------------------------------------------
+    async def find(self, email_or_id: str) -> Profile:
+        text = email_or_id.strip()
+        if text.isdigit():
+            return await self.profile(int(text))
+        index = self._cipher.blind_index(text.lower())
+        user_id = await self._user_id_by_index(index)
+        if user_id is None:
+            raise NotFound("no such user")
+        return await self.profile(user_id)
+
+    async def list(self, page: int = 0, size: int = 50) -> tuple[list[Profile], int]:
+        def query(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+            total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+            rows = conn.execute(
+                "SELECT * FROM users ORDER BY id DESC LIMIT ? OFFSET ?", (size, page * size)
+            ).fetchall()
+            return rows, total
+
+        rows, total = await self._db.read(query)
+        return [self._profile(r) for r in rows], total
+
+    async def names(self, user_ids: list[int]) -> dict[int, str]:
+        """Display names by id (e.g. the seller of goods)."""
+        ids = sorted(set(user_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.read(
+            lambda c: c.execute(
+                f"SELECT id, name_enc FROM users WHERE id IN ({marks})", ids
+            ).fetchall()
+        )
+        return {r["id"]: self._cipher.decrypt(r["name_enc"], "name") for r in rows}
+
+    async def _user_id_by_index(self, index: bytes) -> int | None:
+        row = await self._db.read(
+            lambda c: c.execute("SELECT id FROM users WHERE email_index = ?", (index,)).fetchone()
+        )
+        return None if row is None else int(row["id"])
+
+    def _profile(self, row: sqlite3.Row) -> Profile:
+        dec = self._cipher.decrypt
+        return Profile(
+            user_id=row["id"],
+            email=dec(row["email_enc"], "email"),
+            user_name=dec(row["name_enc"], "name"),
+            phone_number=dec(row["phone_enc"], "phone"),
+            address=dec(row["address_enc"], "address"),
+            role=row["role"],
+            created_at=row["created_at"],
+        )

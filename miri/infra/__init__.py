@@ -1,0 +1,1 @@
+"""What talks to the outside: SQLite, Redis, SMTP, keys, the clock."""

@@ -1,0 +1,42 @@
+"""Prometheus metrics, one registry per shop so tests and workers do not collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ShopMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "miri_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "miri_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.orders_placed = Counter("miri_orders_placed", "Orders accepted", registry=r)
+        self.order_items = Counter("miri_order_items", "Order items accepted", registry=r)
+        self.sold_out = Counter("miri_sold_out", "Order attempts answered sold out", registry=r)
+        self.sold_out_fast = Counter(
+            "miri_sold_out_fast", "Sold-out answers served from the in-process mark", registry=r
+        )
+        self.payments = Counter("miri_payments", "Payment outcomes", ["outcome"], registry=r)
+        self.stock = Gauge("miri_stock", "Live stock per goods", ["goods_id"], registry=r)
+        self.bus_pending = Gauge("miri_bus_pending", "Undelivered bus deliveries", registry=r)
+        self.bus_dead = Gauge("miri_bus_dead_letters", "Dead-lettered deliveries", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

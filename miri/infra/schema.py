@@ -1,0 +1,144 @@
+"""Versioned schema. Append a migration; never edit one that has shipped.
+
+Times are stored as UTC epoch seconds (REAL). Personal data is stored only as AES-GCM
+ciphertext (``*_enc``) with a keyed HMAC (``email_index``) for lookups.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: every module's tables. Each block is owned by the module named in its comment.
+    """
+    -- users
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        email_index BLOB NOT NULL UNIQUE,
+        email_enc BLOB NOT NULL,
+        name_enc BLOB NOT NULL,
+        phone_enc BLOB NOT NULL,
+        address_enc BLOB NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'USER' CHECK (role IN ('USER', 'ADMIN')),
+        tokens_valid_after REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE email_verifications (
+        token_hash TEXT PRIMARY KEY,
+        email_index BLOB NOT NULL,
+        email_enc BLOB NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX email_verifications_email ON email_verifications (email_index);
+    -- goods
+    CREATE TABLE goods (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        seller_id INTEGER NOT NULL REFERENCES users (id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        price INTEGER NOT NULL CHECK (price >= 0),
+        category TEXT NOT NULL CHECK (category IN ('FASHION', 'BEAUTY', 'ETC')),
+        reservation_start REAL,
+        per_buyer_limit INTEGER CHECK (per_buyer_limit IS NULL OR per_buyer_limit > 0),
+        stock_total INTEGER NOT NULL CHECK (stock_total >= 0),
+        stock_synced INTEGER NOT NULL,
+        synced_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX goods_seller ON goods (seller_id, id);
+    CREATE INDEX goods_category ON goods (category, id);
+    CREATE TABLE wishlist (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        goods_id INTEGER NOT NULL REFERENCES goods (id),
+        quantity INTEGER NOT NULL CHECK (quantity > 0),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (user_id, goods_id)
+    );
+    -- orders
+    CREATE TABLE orders (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        total_price INTEGER NOT NULL,
+        address_enc BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX orders_user ON orders (user_id, id);
+    CREATE TABLE order_details (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id INTEGER NOT NULL REFERENCES orders (id),
+        user_id INTEGER NOT NULL,
+        goods_id INTEGER NOT NULL REFERENCES goods (id),
+        quantity INTEGER NOT NULL CHECK (quantity > 0),
+        unit_price INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('PAYMENT_PENDING', 'COMPLETED', 'CANCELED')),
+        -- 1 once this item's quantity has been given back to stock: the guard that makes every
+        -- release path (cancel, abort, expiry, return) happen at most once.
+        stock_released INTEGER NOT NULL DEFAULT 0,
+        return_status TEXT CHECK (return_status IN ('RETURN_IN_PROGRESS', 'RETURN_COMPLETED')),
+        return_reason TEXT,
+        return_requested_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX order_details_user ON order_details (user_id, id);
+    CREATE INDEX order_details_goods ON order_details (goods_id, status);
+    CREATE INDEX order_details_status ON order_details (status, created_at);
+    CREATE TABLE shipping (
+        order_detail_id INTEGER PRIMARY KEY REFERENCES order_details (id),
+        status TEXT NOT NULL CHECK (status IN ('PENDING', 'IN_TRANSIT', 'DELIVERED', 'CANCELED')),
+        status_at REAL NOT NULL
+    );
+    CREATE INDEX shipping_status ON shipping (status, status_at);
+    CREATE TABLE idempotency_keys (
+        user_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    -- payments
+    CREATE TABLE payments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_detail_id INTEGER NOT NULL UNIQUE,
+        order_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('PAYMENT_SCREEN_ENTERED', 'PAYMENT_IN_PROGRESS',
+            'PAYMENT_COMPLETED', 'PAYMENT_ABORTED', 'REFUNDED')),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    -- the event bus
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE deliveries (
+        event_id TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('PENDING', 'DONE', 'DEAD')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        claimed_by TEXT,
+        claimed_until REAL,
+        last_error TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (event_id, consumer)
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    CREATE TABLE handled_events (
+        consumer TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        handled_at REAL NOT NULL,
+        PRIMARY KEY (consumer, event_id)
+    )
+    """,
+]

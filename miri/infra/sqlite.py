@@ -1,0 +1,220 @@
+"""SQLite: WAL, versioned migrations, one group-commit writer thread and a small reader pool.
+
+A statement-per-call async driver costs two thread hops per statement and caps the shop at a few
+thousand orders per second (DESIGN.md). Here every write is a plain function of a sqlite3
+connection. The writer thread drains everything queued, runs each job in its own SAVEPOINT inside
+one transaction, commits once, then answers every waiting coroutine: one fsync per tick, and a
+failing job rolls back alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from miri.infra.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+MAX_BATCH = 512
+_STOP = object()
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not complete the work (disk full, locked too long, closed)."""
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: durable across process crashes; an OS crash may lose the last tick.
+        conn.execute("PRAGMA synchronous = NORMAL")
+    else:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply migrations newer than ``user_version``; returns the schema version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            for statement in _split(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            version = number
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _split(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";\n") if s.strip()]
+
+
+class _Pending:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Job, future: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _answer(pending: _Pending, result: Any, error: BaseException | None) -> None:
+    try:
+        pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
+    except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+        pass
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Database:
+    """The shop's SQLite file: ``write`` runs jobs batched in the writer, ``read`` in a pool."""
+
+    def __init__(self, path: Path, readers: int = 2) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bootstrap = connect(path)
+        try:
+            self.schema_version = migrate(bootstrap)
+        finally:
+            bootstrap.close()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="miri-sqlite-writer")
+        self._writer_conn = connect(path)
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="miri-sqlite-reader")
+        self._closed = False
+        self.batches = 0
+        self.jobs = 0
+        self._writer.start()
+
+    # -- public -------------------------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` inside the writer's next transaction; all-or-nothing for that job."""
+        if self._closed:
+            raise DatabaseUnavailable("the database is closed")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Pending(fn, future, loop))
+        return await future
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a read-only connection in the reader pool."""
+        if self._closed:
+            raise DatabaseUnavailable("the database is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._run_read(fn)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        self._readers.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._reader_conns:
+                conn.close()
+        self._writer_conn.close()
+
+    # -- threads ------------------------------------------------------------------------------
+    def _run_read(self, fn: Job) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._reader_conns.append(conn)
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        conn = self._writer_conn
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = DatabaseUnavailable(f"could not start a transaction: {exc}")
+            for pending in batch:
+                _answer(pending, None, error)
+            return
+        for pending in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = pending.fn(conn)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = DatabaseUnavailable(str(exc))
+                outcomes.append((None, exc))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((result, None))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("commit failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = DatabaseUnavailable(f"commit failed: {exc}")
+            outcomes = [(None, err or error) for _, err in outcomes]
+        self.batches += 1
+        self.jobs += len(batch)
+        for pending, (result, error) in zip(batch, outcomes, strict=True):
+            _answer(pending, result, error)

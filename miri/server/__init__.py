@@ -1,0 +1,1 @@
+"""HTTP: the aiohttp app factory, routes per module, middlewares, the OpenAPI document."""

@@ -1,0 +1,33 @@
+"""The aiohttp app factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from miri import __version__
+from miri.server import middlewares
+from miri.server.api import MAX_BODY, Api, openapi, register
+from miri.server.keys import METRICS, OPENAPI, SHOP
+from miri.server.routes import ops, users
+from miri.shop import Shop
+
+
+def route_tables() -> list[Api]:
+    """Every module's route table, in the order the OpenAPI document lists them."""
+    return [ops.api, users.api]
+
+
+def create_app(shop: Shop) -> web.Application:
+    app = web.Application(
+        # metrics outermost, so even failures answered by the envelope are counted.
+        middlewares=[middlewares.metrics, middlewares.envelope, middlewares.auth],
+        client_max_size=MAX_BODY,
+    )
+    app[SHOP] = shop
+    app[METRICS] = shop.metrics
+    tables = route_tables()
+    register(app, tables)
+    for method, path, handler in ops.PLAIN:
+        app.router.add_route(method, path, handler)
+    app[OPENAPI] = openapi(tables, __version__)
+    return app

@@ -1,0 +1,16 @@
+"""Typed keys for what the app carries."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from miri.infra.metrics import ShopMetrics
+
+if TYPE_CHECKING:
+    from miri.shop import Shop
+
+SHOP: web.AppKey[Shop] = web.AppKey("shop")
+METRICS = web.AppKey("metrics", ShopMetrics)
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -1,0 +1,192 @@
+"""Users and sign-in (API.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field, StrictStr, model_validator
+
+from miri.server.api import Api, ok
+from miri.server.keys import SHOP
+from miri.server.models import Address, Body, Email, Password, PhoneNumber, UserName
+
+log = logging.getLogger(__name__)
+api = Api("users")
+
+
+class VerifyEmailBody(Body):
+    email: Email
+
+
+class SignUpBody(Body):
+    emailVerificationToken: StrictStr = Field(min_length=36, max_length=36)
+    email: Email | None = None
+    userName: UserName
+    password: Password
+    phoneNumber: PhoneNumber
+    address: Address
+
+
+class LoginBody(Body):
+    email: StrictStr = Field(min_length=1, max_length=100)
+    password: StrictStr = Field(min_length=1, max_length=100)
+
+
+class ProfilePatch(Body):
+    phoneNumber: PhoneNumber | None = None
+    address: Address | None = None
+
+    @model_validator(mode="after")
+    def needs_a_field(self) -> ProfilePatch:
+        if self.phoneNumber is None and self.address is None:
+            raise ValueError("give phoneNumber, address or both")
+        return self
+
+
+class ChangePasswordBody(Body):
+    currentPassword: StrictStr = Field(min_length=1, max_length=100)
+    newPassword: Password
+
+
+class UserId(BaseModel):
+    userId: int
+
+
+class TokenOut(BaseModel):
+    accessToken: str
+    tokenType: str
+    expiresIn: int
+
+
+class ProfileOut(BaseModel):
+    userId: int
+    email: str
+    userName: str
+    phoneNumber: str
+    address: str
+    role: str
+
+
+class MyPage(ProfileOut):
+    registeredGoods: Any = None
+    wishList: Any = None
+    orders: Any = None
+
+
+@api.route(
+    "POST",
+    "/api/verify-email",
+    summary="Mail a one-time sign-up token",
+    body=VerifyEmailBody,
+    errors=("EMAIL_TAKEN", "RATE_LIMITED", "UNAVAILABLE"),
+)
+async def verify_email(request: web.Request, body: VerifyEmailBody) -> web.Response:
+    await request.app[SHOP].users.request_verification(body.email, request.remote or "unknown")
+    return ok(None, msg="a verification token was mailed; it is valid for 30 minutes")
+
+
+@api.route(
+    "POST",
+    "/api/users",
+    summary="Sign up with a mailed token",
+    body=SignUpBody,
+    response=UserId,
+    status=201,
+    errors=("EMAIL_TAKEN",),
+)
+async def sign_up(request: web.Request, body: SignUpBody) -> web.Response:
+    user_id = await request.app[SHOP].users.sign_up(
+        token=body.emailVerificationToken,
+        email=body.email,
+        user_name=body.userName,
+        password=body.password,
+        phone_number=body.phoneNumber,
+        address=body.address,
+    )
+    return ok({"userId": user_id}, status=201, msg="signed up")
+
+
+@api.route(
+    "POST",
+    "/api/login",
+    summary="Log in for an access token",
+    body=LoginBody,
+    response=TokenOut,
+    errors=("UNAUTHENTICATED", "RATE_LIMITED"),
+)
+async def login(request: web.Request, body: LoginBody) -> web.Response:
+    result = await request.app[SHOP].users.login(body.email, body.password)
+    data = {
+        "accessToken": result.access_token,
+        "tokenType": "Bearer",
+        "expiresIn": result.expires_in,
+    }
+    return ok(data, msg="logged in", headers={"Authorization": f"Bearer {result.access_token}"})
+
+
+@api.route("POST", "/api/auth/logout", summary="Revoke the token used for this request")
+async def logout(request: web.Request) -> web.Response:
+    await request.app[SHOP].users.logout(request["claims"])
+    return ok(None, msg="logged out")
+
+
+async def _part(name: str, getter: Any, user_id: int) -> Any:
+    """One part of "my page"; a failing module gives null instead of failing the page."""
+    if getter is None:
+        return None
+    try:
+        return await getter(user_id)
+    except Exception:  # noqa: BLE001 - the page answers with what it has
+        log.exception("my page: %s failed", name)
+        return None
+
+
+@api.route(
+    "GET",
+    "/api/auth/users",
+    summary="My page: profile, my goods, wishlist, orders",
+    response=MyPage,
+)
+async def my_page(request: web.Request) -> web.Response:
+    shop = request.app[SHOP]
+    user_id = request["claims"].user_id
+    parts = shop.extras.get("my_page_parts", {})
+    profile, goods, wishlist, orders = await asyncio.gather(
+        shop.users.profile(user_id),
+        _part("registeredGoods", parts.get("registeredGoods"), user_id),
+        _part("wishList", parts.get("wishList"), user_id),
+        _part("orders", parts.get("orders"), user_id),
+    )
+    return ok(
+        {**profile.to_api(), "registeredGoods": goods, "wishList": wishlist, "orders": orders}
+    )
+
+
+@api.route(
+    "PATCH",
+    "/api/auth/users",
+    summary="Change phone number and/or address",
+    body=ProfilePatch,
+    response=ProfileOut,
+)
+async def update_profile(request: web.Request, body: ProfilePatch) -> web.Response:
+    profile = await request.app[SHOP].users.update_profile(
+        request["claims"].user_id, phone_number=body.phoneNumber, address=body.address
+    )
+    return ok(profile.to_api(), msg="profile updated")
+
+
+@api.route(
+    "PATCH",
+    "/api/auth/users/change-password",
+    summary="Change the password",
+    body=ChangePasswordBody,
+)
+async def change_password(request: web.Request, body: ChangePasswordBody) -> web.Response:
+    await request.app[SHOP].users.change_password(
+        request["claims"].user_id, body.currentPassword, body.newPassword
+    )
+    return ok(None, msg="password changed; log in again")

@@ -1,0 +1,79 @@
+"""Runs the app: listens, prints where, and shuts down cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from miri.config import Settings
+from miri.server.app import create_app
+from miri.shop import open_shop
+
+log = logging.getLogger("miri.server")
+
+
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.1fms rid=%s',
+            request.remote,
+            request.method,
+            request.path_qs,
+            response.status,
+            time * 1000,
+            response.headers.get("X-Request-Id", "-"),
+        )
+
+
+def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(
+    settings: Settings,
+    *,
+    access_log: bool = True,
+    ready: Callable[[str], None] | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until SIGINT or SIGTERM; ``ready`` gets the URL once the port is open."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_shop(settings, background=True) as shop:
+        app = create_app(shop)
+        runner = web.AppRunner(
+            app,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("miri.access") if access_log else None,
+            handle_signals=False,
+            shutdown_timeout=10.0,
+        )
+        await runner.setup()
+        sock = _socket(settings.host, settings.port, reuse_port)
+        site = web.SockSite(runner, sock)
+        await site.start()
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        if ready:
+            ready(url)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await runner.cleanup()
