@@ -86,6 +86,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX order_details_user ON order_details (user_id, id);
     CREATE INDEX order_details_goods ON order_details (goods_id, status);
     CREATE INDEX order_details_status ON order_details (status, created_at);
+    -- What orders publish for the stock check: every item whose quantity is still taken from
+    -- stock. Goods reads this view, never the order tables themselves.
+    CREATE VIEW active_order_items AS
+        SELECT goods_id, user_id, quantity FROM order_details WHERE stock_released = 0;
     CREATE TABLE shipping (
         order_detail_id INTEGER PRIMARY KEY REFERENCES order_details (id),
         status TEXT NOT NULL CHECK (status IN ('PENDING', 'IN_TRANSIT', 'DELIVERED', 'CANCELED')),
