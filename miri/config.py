@@ -53,6 +53,7 @@ class Settings:
     bus_max_attempts: int = 5
     bus_retry_base: float = 0.2  # seconds; doubles per attempt
     workers: int = 1
+    stock_strategy: str = "lua"  # "sqlite": the plain SQLite decrement (benchmark baseline)
     log_level: str = "INFO"
 
     @property
@@ -93,12 +94,12 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
             raise ValueError(f"not a boolean: {raw!r}")
         if "Path" in kind:
             return Path(str(text)).expanduser()
+        if "None" in kind and text == "":
+            return None
         if kind.startswith("int"):
             return int(text)
         if kind.startswith("float"):
             return float(text)
-        if "int" in kind and "None" in kind:
-            return None if text == "" else int(text)
         return None if text == "" and "None" in kind else str(text)
     except ValueError as exc:
         raise SettingsError(f"{name}: {exc}") from None

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from miri.config import Settings
+from miri.domain.goods import setup as goods_setup
+from miri.domain.orders import setup as orders_setup
 from miri.domain.users.service import UserService
 from miri.infra import secrets
 from miri.infra.breakers import Breakers
+from miri.infra.bus import Bus
 from miri.infra.clock import Clock, SystemClock
 from miri.infra.crypto import FieldCipher, decode_key
 from miri.infra.mail import Mailer, make_mailer
@@ -49,6 +52,12 @@ class Shop:
     jobs: Any = None  # the scheduled runs (shipping, returns, stock write-back)
     extras: dict[str, Any] = field(default_factory=dict)
 
+    async def _bus_figures(self) -> dict[str, int | None]:
+        try:
+            return await self.bus.counts()
+        except Exception:  # noqa: BLE001 - the database line already says what is down
+            return {"pending": None, "deadLetters": None}
+
     async def health(self) -> dict[str, Any]:
         """Readiness of each dependency; ``status`` is ``ok`` only when all are."""
         try:
@@ -66,7 +75,7 @@ class Shop:
             "status": status,
             "redis": redis_ok,
             "database": db_ok,
-            "bus": {"pending": 0, "deadLetters": 0},
+            "bus": await self._bus_figures(),
             "breakers": await self.breakers.states(),
         }
 
@@ -105,8 +114,17 @@ async def open_shop(
         shop = Shop(settings, clock, db, redis, breakers, mailer, limiter, users)
         shop.extras["cipher"] = cipher
         await users.restore_revocations()
-        # -- bus (infra/bus.py) --
-        # -- goods and wishlist (domain/goods) --
-        # -- orders and payments (domain/orders, domain/payments) --
+        shop.bus = Bus(db, settings, shop.metrics)
+        stack.push_async_callback(shop.bus.stop)
+        # goods and wishlist (domain/goods)
+        shop.goods, shop.wishlist = goods_setup.build(shop, stack)
+        # orders and payments (domain/orders, domain/payments)
+        orders_setup.build(shop)
         # -- background work, server only (dispatcher, scheduler, stock write-back) --
+        if background:  # the stock check runs before the server takes its first order
+            await goods_setup.start_background(shop.goods, stack, settings.stock_sync_interval)
+        if background:
+            await shop.bus.start()
+            shop.jobs.start()
+            stack.push_async_callback(shop.jobs.stop)
         yield shop

@@ -131,3 +131,31 @@ async def add_user(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# -- added for the accounts tests ------------------------------------------------------------------
+@pytest.fixture
+async def make_client(aiohttp_client: Any, data_dir: Path, clock: FixedClock) -> Any:
+    """``await make_client(**settings_overrides)`` -> (shop, client) on the test's data dir."""
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+
+        async def factory(**overrides: Any) -> tuple[Shop, Any]:
+            settings = make_settings(data_dir, **overrides)
+            opened = await stack.enter_async_context(open_shop(settings, clock=clock))
+            return opened, await aiohttp_client(create_app(opened))
+
+        yield factory
+
+
+def outbox_tokens(settings: Settings, email: str) -> list[str]:
+    """Sign-up tokens the console mailer wrote to ``mail/outbox.log`` for ``email``, oldest first."""
+    path = settings.mail_dir / "outbox.log"
+    if not path.exists():
+        return []
+    found = []
+    for message in path.read_text(encoding="utf-8").split("\nFrom: "):
+        if f"To: {email}\n" in message:
+            found += TOKEN_RE.findall(message)
+    return found

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from miri import __version__
-from miri.cli import users
+from miri.cli import bench, bus, doctor, goods, jobs, orders, users
 from miri.cli.common import DataDir, RedisUrl, console, run, settings_for
 
 app = typer.Typer(
@@ -19,7 +19,13 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(users.app, name="user")
+app.add_typer(bus.app, name="bus")
+app.add_typer(bench.app, name="bench")
 app.command("token")(users.token)
+app.add_typer(goods.app, name="goods")
+app.add_typer(orders.app, name="order")
+app.add_typer(jobs.app, name="jobs")
+app.command("doctor")(doctor.doctor)
 
 
 def _version(value: bool) -> None:

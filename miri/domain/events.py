@@ -62,8 +62,10 @@ class PaymentAborted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderItemCanceled(Event):
-    """The buyer canceled an item; payments refunds it."""
+    """An item was canceled: by the buyer (payments refunds), by expiry (payment aborted), or
+    after a late payment for an item already canceled (payments refunds)."""
 
     order_detail_id: int
     order_id: int
     user_id: int
+    reason: str = "buyer"  # "buyer" | "expired" | "late-payment"

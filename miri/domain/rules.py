@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import re
 
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
-_PASSWORD = re.compile(r"^[A-Za-z0-9!@#$%^&*()\-_=+\[\]{}|;:'\",.<>/?]{10,20}$")
-_PHONE = re.compile(r"^[0-9]{3}-[0-9]{4}-[0-9]{4}$")
+# Used with fullmatch: ``$`` would also accept a trailing newline.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_PASSWORD = re.compile(r"[A-Za-z0-9!@#$%^&*()\-_=+\[\]{}|;:'\",.<>/?]{10,20}")
+_PHONE = re.compile(r"[0-9]{3}-[0-9]{4}-[0-9]{4}")
 _HANGUL = "가-힣ㄱ-ㅎㅏ-ㅣ"
-_ADDRESS = re.compile(rf"^[A-Za-z{_HANGUL}0-9 \-_.,#]{{1,50}}$")
-_USER_NAME = re.compile(rf"^[A-Za-z{_HANGUL} ]{{1,20}}$")
+_ADDRESS = re.compile(rf"[A-Za-z{_HANGUL}0-9 \-_.,#]{{1,50}}")
+_USER_NAME = re.compile(rf"[A-Za-z{_HANGUL} ]{{1,20}}")
 
 
 def email(value: str) -> str:
     value = value.strip().lower()
     if not 2 <= len(value) <= 30:
         raise ValueError("email must be 2 to 30 characters")
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value):
         raise ValueError("email is not a valid address")
     return value
 
@@ -27,24 +28,24 @@ def email(value: str) -> str:
 def password(value: str) -> str:
     if not 10 <= len(value) <= 20:
         raise ValueError("password must be 10 to 20 characters")
-    if not _PASSWORD.match(value):
+    if not _PASSWORD.fullmatch(value):
         raise ValueError("password may use only letters, digits and !@#$%^&*()-_=+[]{}|;:'\",.<>/?")
     return value
 
 
 def phone_number(value: str) -> str:
-    if not _PHONE.match(value):
+    if not _PHONE.fullmatch(value):
         raise ValueError("phoneNumber must look like 010-1234-5678")
     return value
 
 
 def address(value: str) -> str:
-    if not _ADDRESS.match(value) or not value.strip():
+    if not _ADDRESS.fullmatch(value) or not value.strip():
         raise ValueError("address must be 1 to 50 letters, digits, spaces or -_.,#")
     return value
 
 
 def user_name(value: str) -> str:
-    if not _USER_NAME.match(value) or not value.strip():
+    if not _USER_NAME.fullmatch(value) or not value.strip():
         raise ValueError("userName must be 1 to 20 letters or spaces")
     return value

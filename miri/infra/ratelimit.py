@@ -11,12 +11,19 @@ local ttl = redis.call('TTL', KEYS[1])
 return {n, ttl}
 """
 
+# Give one event back, without ever creating a key that has no expiry.
+_UNDO = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
 
 class RateLimiter:
     def __init__(self, client: aioredis.Redis, enabled: bool) -> None:
         self.enabled = enabled
         self._client = client
         self._hit = client.register_script(_HIT)
+        self._undo = client.register_script(_UNDO)
 
     async def hit(self, key: str, limit: int, window: int) -> int | None:
         """Count one event; returns seconds to wait when over ``limit``, else None."""
@@ -34,6 +41,11 @@ class RateLimiter:
         pipe.ttl(f"miri:rl:{key}")
         count, ttl = await pipe.execute()
         return max(int(ttl), 1) if count is not None and int(count) >= limit else None
+
+    async def undo(self, key: str) -> None:
+        """Take back one counted event (the work it stood for did not happen)."""
+        if self.enabled:
+            await self._undo(keys=[f"miri:rl:{key}"])
 
     async def reset(self, key: str) -> None:
         await self._client.delete(f"miri:rl:{key}")

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from miri.config import Settings
 from miri.infra.crypto import new_key
 
 
+def _read(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        # An empty JWT key would let anyone sign tokens; never run on one.
+        raise RuntimeError(f"{path} is empty; delete it to generate a new key, or restore it")
+    return value
+
+
 def _read_or_create(path: Path) -> str:
     if path.exists():
-        return path.read_text().strip()
+        return _read(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = new_key()
-    # O_EXCL: when two processes start at once, exactly one writes and both read the same key.
+    # Written whole to a private temporary file, then linked into place: the key file appears
+    # complete or not at all, and when processes start at once exactly one link wins and all
+    # read the same key.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_key() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return _read(path)
 
 
 def jwt_secret(settings: Settings) -> str:

@@ -98,6 +98,7 @@ class UserService:
         email = rules.email(email)
         index = self._cipher.blind_index(email)
         s = self._settings
+        counted: list[str] = []
         for key, limit in (
             (f"verify:email:{index.hex()}", s.verify_email_per_email),
             (f"verify:client:{client}", s.verify_email_per_client),
@@ -105,6 +106,7 @@ class UserService:
             wait = await self._limiter.hit(key, limit, s.verify_email_window)
             if wait is not None:
                 raise RateLimited(wait, "too many verification mails; try again later")
+            counted.append(key)
         if await self._user_id_by_index(index) is not None:
             raise EmailTaken()
         token = str(uuid.uuid4())
@@ -116,6 +118,9 @@ class UserService:
                 f"Your Miri sign-up code is:\n\n    {token}\n\nIt works once, for 30 minutes.\n",
             )
         except (MailUnavailable, CircuitOpen) as exc:
+            # No mail went out, so it does not count against the limits either.
+            for key in counted:
+                await self._limiter.undo(key)
             raise Unavailable("the mail server is unavailable; try again later") from exc
         email_enc = self._cipher.encrypt(email, "email")
 
@@ -216,6 +221,36 @@ class UserService:
             )
         )
 
+    async def add_bench_users(
+        self, count: int, prefix: str, role: str = "USER", batch: int = 500
+    ) -> list[tuple[int, str]]:
+        """Benchmark buyers: ``(user_id, access token)`` for ``count`` new accounts, fast.
+
+        No argon2 per account (one shared hash of a random password nobody knows), so 5,000
+        buyers take seconds; personal data is still encrypted. Emails are
+        ``bench-<prefix>-<n>@bench.miri``.
+        """
+        if role not in ROLES:
+            raise ValidationFailed(data={"role": "role must be USER or ADMIN"})
+        shared_hash = await self._hasher.hash(uuid.uuid4().hex + "Aa1!")
+        now = self._clock.now().timestamp()
+        made: list[int] = []
+        for start in range(0, count, batch):
+            rows = [
+                (f"bench-{prefix}-{n}@bench.miri", "Bench Buyer", "010-0000-0000", "Seoul 1")
+                for n in range(start, min(start + batch, count))
+            ]
+
+            def insert(conn: sqlite3.Connection, rows: list[tuple[str, ...]] = rows) -> list[int]:
+                index = self._cipher.blind_index
+                return [
+                    self._insert_user(conn, index(e), e, nm, ph, ad, shared_hash, role, now)
+                    for e, nm, ph, ad in rows
+                ]
+
+            made += await self._db.write(insert)
+        return [(uid, self.tokens.issue(uid, role)[0]) for uid in made]
+
     def _insert_user(
         self,
         conn: sqlite3.Connection,
@@ -271,7 +306,9 @@ class UserService:
         index = self._cipher.blind_index(email)
         s = self._settings
         failures = f"login:{index.hex()}"
-        wait = await self._limiter.check(failures, s.login_failures_per_email)
+        # Count the attempt before checking the password (an atomic INCR), so concurrent guesses
+        # cannot all pass a check-then-count; a success clears the count below.
+        wait = await self._limiter.hit(failures, s.login_failures_per_email, s.login_failure_window)
         if wait is not None:
             raise RateLimited(wait, "too many failed logins; try again later")
         row = await self._db.read(
@@ -281,7 +318,6 @@ class UserService:
         )
         ok = await self._hasher.verify(password, row["password_hash"] if row else None)
         if row is None or not ok:
-            await self._limiter.hit(failures, s.login_failures_per_email, s.login_failure_window)
             raise Unauthenticated("wrong email or password")
         await self._limiter.reset(failures)
         token, claims = self.tokens.issue(row["id"], row["role"])

@@ -1,0 +1,1 @@
+"""Benchmarks: ``miri bench flash-sale`` (see ``flash_sale``) and the bare ceiling server."""

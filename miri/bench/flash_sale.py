@@ -1,0 +1,668 @@
+"""``miri bench flash-sale``: rehearse a sale end to end and check nothing was lost or oversold.
+
+Set-up: buyers are made through the users service directly (``add_bench_users``: one shared
+password hash, no argon2 per account, personal data still encrypted), then per run one goods with
+``stock`` units opening ``opens_in`` seconds ahead. At opening time every buyer orders until told
+``SOLD_OUT`` (see ``client``). After the run the harness waits for the bus to drain and checks the
+figures against SQLite and live stock.
+
+Targets: by default a ``miri serve`` subprocess on a free loopback port (rate limits off, no
+access log), driven over HTTP; ``url`` a server already running on this machine (its data dir is
+needed to make buyers and to check); ``in_process`` the services themselves, no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from miri.bench import report
+from miri.bench.client import (
+    BareTarget,
+    Buyer,
+    HttpTarget,
+    InProcessTarget,
+    LoadResult,
+    RawBareTarget,
+    RawTarget,
+    run_fixed,
+    run_load,
+)
+from miri.config import Settings, load_settings
+from miri.shop import Shop, open_shop
+
+STRATEGIES = ("lua", "sqlite")
+CLIENTS = ("aiohttp", "raw")
+GOODS_PRICE = 1000
+
+
+@dataclass
+class BenchOptions:
+    buyers: int = 5000
+    stock: int = 10000
+    concurrency: int = 256
+    quantity: int = 1
+    per_buyer_limit: int | None = None
+    payment_abandon_rate: float = 0.0
+    payment_seed: int | None = 1
+    opens_in: float = 3.0
+    rate: float | None = None
+    runs: int = 3
+    strategy: str = "lua"
+    compare: bool = False
+    in_process: bool = False
+    url: str | None = None
+    admin_token: str | None = None
+    data_dir: Path | None = None
+    keep_data: bool = False
+    max_seconds: float = 120.0  # per run, the load phase
+    drain_timeout: float = 120.0
+    server_workers: int | None = None
+    client: str = "aiohttp"  # or "raw": the minimal keep-alive client (rawhttp)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if self.client not in CLIENTS:
+            raise ValueError(f"client must be one of {', '.join(CLIENTS)}")
+        if self.url and not self.admin_token:
+            raise ValueError("--url needs --admin-token (the goods are registered with it)")
+        if self.url and self.data_dir is None:
+            raise ValueError(
+                "--url needs the server's --data-dir: buyers are made through the users service"
+                " and the checks read the shop's own figures"
+            )
+        if self.url and self.in_process:
+            raise ValueError("--url and --in-process exclude each other")
+        if self.url and self.compare:
+            raise ValueError("--compare starts its own servers; leave out --url")
+        if self.buyers < 1 or self.stock < 1 or self.concurrency < 1 or self.quantity < 1:
+            raise ValueError("buyers, stock, concurrency and quantity must be positive")
+        if self.runs < 1:
+            raise ValueError("runs must be at least 1")
+        if self.opens_in < 1.0:
+            raise ValueError("opens-in must be at least 1 second (the goods are registered first)")
+
+
+@dataclass
+class Ui:
+    """Where the harness reports while it runs (the CLI passes a rich console)."""
+
+    console: Any = None
+    progress: bool = True
+    plot: bool = False
+
+    def say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+
+@dataclass
+class _People:
+    buyers: list[Buyer] = field(default_factory=list)
+    seller_id: int | None = None
+    seller_token: str | None = None
+
+
+# -- the server subprocess -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(settings: Settings, strategy: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "MIRI_DATA_DIR": str(settings.data_dir),
+            "MIRI_RATE_LIMITS": "off",
+            "MIRI_PAYMENT_ABANDON_RATE": repr(settings.payment_abandon_rate),
+            "MIRI_STOCK_STRATEGY": strategy,
+            "MIRI_LOG_LEVEL": "WARNING",
+            "MIRI_STOCK_SYNC_INTERVAL": repr(settings.stock_sync_interval),
+        }
+    )
+    if settings.payment_seed is not None:
+        env["MIRI_PAYMENT_SEED"] = str(settings.payment_seed)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def subprocess_server(
+    argv: list[str], env: dict[str, str], health_url: str, log_path: Path, timeout: float = 60.0
+) -> AsyncIterator[subprocess.Popen]:
+    """Start ``argv``, wait until ``health_url`` answers 200, stop it with SIGINT at the end."""
+    log = log_path.open("ab")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited with {proc.returncode} before it was ready;"
+                        f" see {log_path}"
+                    )
+                try:
+                    async with session.get(health_url, timeout=aiohttp.ClientTimeout(2)) as r:
+                        if r.status == 200:
+                            break
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the server was not ready within {timeout:.0f} s; see {log_path}"
+                    )
+                await asyncio.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)
+        log.close()
+
+
+def serve_argv(port: int, settings: Settings, workers: int | None) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "miri.cli.main",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(settings.data_dir),
+        "--no-access-log",
+    ]
+    if workers:
+        argv += ["--workers", str(workers)]
+    return argv
+
+
+# -- set-up ----------------------------------------------------------------------------------------
+async def make_people(shop: Shop, opts: BenchOptions, people: _People, ui: Ui) -> None:
+    """Buyers (and, unless a server's admin token was given, an admin seller), once per bench."""
+    if people.buyers:
+        return
+    prefix = secrets.token_hex(3)
+    started = time.perf_counter()
+    made = await shop.users.add_bench_users(opts.buyers, prefix)
+    people.buyers = [Buyer(uid, token) for uid, token in made]
+    if opts.admin_token:
+        people.seller_token = opts.admin_token
+        people.seller_id = shop.users.tokens.decode(opts.admin_token).user_id
+    else:
+        [(uid, token)] = await shop.users.add_bench_users(1, prefix + "a", role="ADMIN")
+        people.seller_id, people.seller_token = uid, token
+    ui.say(
+        f"made {len(people.buyers):,} buyers through the users service (no argon2 sign-up)"
+        f" in {time.perf_counter() - started:.2f} s"
+    )
+
+
+def goods_body(opts: BenchOptions, opens_at: datetime, n: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "goodsName": f"Bench sale {n}"[:20],
+        "goodsDescription": "Flash-sale benchmark goods",
+        "goodsPrice": GOODS_PRICE,
+        "stockQuantity": opts.stock,
+        "category": "ETC",
+        "reservationStartTime": opens_at.isoformat(),
+    }
+    if opts.per_buyer_limit:
+        body["perBuyerLimit"] = opts.per_buyer_limit
+    return body
+
+
+async def register_http(base_url: str, token: str, body: dict[str, Any]) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{base_url}/api/auth/goods", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            payload = await resp.json()
+            if resp.status != 201:
+                raise RuntimeError(f"registering the goods failed: {resp.status} {payload}")
+            return int(payload["data"]["goodsId"])
+
+
+async def register_in_process(
+    shop: Shop, seller_id: int, body: dict[str, Any], opens_at: datetime, opts: BenchOptions
+) -> int:
+    goods = await shop.goods.register(
+        seller_id,
+        name=body["goodsName"],
+        description=body["goodsDescription"],
+        price=body["goodsPrice"],
+        stock=body["stockQuantity"],
+        category=body["category"],
+        reservation_start=opens_at,
+        per_buyer_limit=opts.per_buyer_limit,
+    )
+    return int(goods.goods_id)
+
+
+# -- after the run -----------------------------------------------------------------------------------
+async def wait_for_bus(shop: Shop, timeout: float, own_dispatcher: bool) -> dict[str, Any]:
+    """Until nothing is pending on the bus (the server's dispatcher or ours delivers it)."""
+    started = time.perf_counter()
+    if own_dispatcher:
+        drained = await shop.bus.drain(timeout=timeout)
+        counts = await shop.bus.counts()
+    else:
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = await shop.bus.counts()
+            drained = counts["pending"] == 0
+            if drained or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    return {"drained": drained, "seconds": round(time.perf_counter() - started, 3), **counts}
+
+
+def _check(name: str, passed: bool, detail: str, value: Any = None) -> dict[str, Any]:
+    return {"name": name, "passed": bool(passed), "detail": detail, "value": value}
+
+
+async def verify(
+    shop: Shop,
+    goods_id: int,
+    opts: BenchOptions,
+    result: LoadResult,
+    bus: dict[str, Any],
+    live_stock: Callable[[], Any],
+) -> list[dict[str, Any]]:
+    """The checks after the bus drained, from SQLite (the truth) and the live stock."""
+
+    def figures(conn: sqlite3.Connection) -> dict[str, Any]:
+        goods = conn.execute("SELECT stock_total FROM goods WHERE id = ?", (goods_id,)).fetchone()
+        active = conn.execute(
+            "SELECT COALESCE(SUM(quantity), 0) FROM active_order_items WHERE goods_id = ?",
+            (goods_id,),
+        ).fetchone()[0]
+        top = conn.execute(
+            "SELECT user_id, SUM(quantity) AS held FROM active_order_items WHERE goods_id = ?"
+            " GROUP BY user_id ORDER BY held DESC LIMIT 1",
+            (goods_id,),
+        ).fetchone()
+        over = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT user_id FROM active_order_items WHERE goods_id = ?"
+            " GROUP BY user_id HAVING SUM(quantity) > ?)",
+            (goods_id, opts.per_buyer_limit or 0),
+        ).fetchone()[0]
+        ids = {
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM order_details WHERE goods_id = ?", (goods_id,)
+            ).fetchall()
+        }
+        by_status = dict(
+            conn.execute(
+                "SELECT status, COUNT(*) FROM order_details WHERE goods_id = ? GROUP BY status",
+                (goods_id,),
+            ).fetchall()
+        )
+        return {
+            "stock_total": goods[0],
+            "active": active,
+            "top": tuple(top) if top else None,
+            "over": over,
+            "ids": ids,
+            "by_status": by_status,
+        }
+
+    f = await shop.db.read(figures)
+    live = await live_stock()
+    # The write-back: run it now (it is safe beside the server's own), then read what it wrote.
+    await shop.goods.sync_stock()
+    synced = await shop.db.read(
+        lambda c: c.execute("SELECT stock_synced FROM goods WHERE id = ?", (goods_id,)).fetchone()[
+            0
+        ]
+    )
+    oversold = max(0, f["active"] - f["stock_total"]) + max(0, -live)
+    missing = set(result.detail_ids) - f["ids"]
+    unanswered = len(f["ids"]) - len(set(result.detail_ids) & f["ids"])
+    pending = f["by_status"].get("PAYMENT_PENDING", 0)
+    expected_live = f["stock_total"] - f["active"]
+    checks = [
+        _check(
+            "bus drained",
+            bus["drained"] and bus.get("deadLetters", 0) == 0,
+            f"pending {bus.get('pending')}, dead letters {bus.get('deadLetters')},"
+            f" {bus['seconds']} s after the run",
+        ),
+        _check(
+            "oversold",
+            oversold == 0,
+            f"sold {f['active']} of {f['stock_total']} units, live stock {live}",
+            oversold,
+        ),
+    ]
+    if opts.per_buyer_limit:
+        top = f["top"][1] if f["top"] else 0
+        checks.append(
+            _check(
+                "per-buyer limit",
+                f["over"] == 0,
+                f"{f['over']} buyers over {opts.per_buyer_limit}; most held {top}",
+                f["over"],
+            )
+        )
+    else:
+        checks.append(_check("per-buyer limit", True, "no limit set", 0))
+    checks += [
+        _check(
+            "every 201 has its order",
+            not missing,
+            f"{len(result.detail_ids)} accepted items, {len(missing)} without an order row"
+            + (f"; {unanswered} rows whose 201 never arrived" if unanswered else ""),
+            len(missing),
+        ),
+        _check(
+            "no order left PAYMENT_PENDING",
+            pending == 0,
+            ", ".join(f"{k} {v}" for k, v in sorted(f["by_status"].items())) or "no orders",
+            pending,
+        ),
+        _check(
+            "live stock = stockTotal - active quantity",
+            live == expected_live,
+            f"live {live}, {f['stock_total']} - {f['active']} = {expected_live}",
+            live,
+        ),
+        _check(
+            "write-back figure = live figure",
+            synced == live,
+            f"goods.stock_synced {synced}, live {live}",
+            synced,
+        ),
+    ]
+    return checks
+
+
+# -- one strategy, N runs -----------------------------------------------------------------------------
+class _Progress:
+    def __init__(self, ui: Ui, label: str, stock: int, buyers: int) -> None:
+        self._ui = ui
+        self._bar = None
+        self._task = None
+        self._stock = stock
+        self._buyers = buyers
+        if ui.progress and ui.console is not None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} units"),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=ui.console,
+                transient=False,
+            )
+            self._task = self._bar.add_task(label, total=stock, info="waiting for the opening")
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, result: LoadResult) -> None:
+        if self._bar is None:
+            return
+        elapsed = max(time.perf_counter() - result.started, 1e-9)
+        sold = self._stock - result.stock_samples[-1][1] if result.stock_samples else 0
+        sold = max(sold, min(result.accepted_units, self._stock))
+        info = (
+            f"{result.requests:,} req ({result.requests / elapsed:,.0f}/s), "
+            f"{result.outcomes['accepted']:,} accepted, {result.outcomes['error']:,} errors, "
+            f"told {result.buyers_told:,}/{self._buyers:,}"
+        )
+        self._bar.update(self._task, completed=sold, info=info)
+
+
+async def run_strategy(
+    settings: Settings, opts: BenchOptions, strategy: str, people: _People, ui: Ui
+) -> dict[str, Any]:
+    """``opts.runs`` sales with one strategy; returns the summary with its runs."""
+    own_server = not opts.url and not opts.in_process
+    async with open_shop(settings, background=opts.in_process) as shop:
+        await make_people(shop, opts, people, ui)
+        redis_info = {"mode": shop.redis.mode}
+        with contextlib.suppress(Exception):
+            redis_info["version"] = (await shop.redis.client.info("server"))["redis_version"]
+        async with contextlib.AsyncExitStack() as stack:
+            base_url = opts.url.rstrip("/") if opts.url else None
+            if own_server:
+                port = free_port()
+                base_url = f"http://127.0.0.1:{port}"
+                ui.say(f"starting miri serve ({strategy}) on {base_url}")
+                await stack.enter_async_context(
+                    subprocess_server(
+                        serve_argv(port, settings, opts.server_workers),
+                        server_env(settings, strategy),
+                        f"{base_url}/api/health",
+                        settings.data_dir / f"bench-server-{strategy}.log",
+                    )
+                )
+            runs, hists = [], []
+            for n in range(1, opts.runs + 1):
+                run, hist = await one_run(shop, opts, strategy, people, base_url, n, ui)
+                runs.append(run)
+                hists.append(hist)
+    summary = report.summarize(runs, hists)
+    summary["strategy"] = strategy
+    summary["target"] = "in-process" if opts.in_process else ("url" if opts.url else "subprocess")
+    summary["redis"] = redis_info
+    summary["run_details"] = runs
+    if ui.plot and runs:
+        from miri.bench import plot
+
+        color = bool(ui.console is not None and ui.console.is_terminal)
+        text = plot.render(runs[-1], hists[-1].get("accepted"), color=color)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    return summary
+
+
+async def one_run(
+    shop: Shop,
+    opts: BenchOptions,
+    strategy: str,
+    people: _People,
+    base_url: str | None,
+    n: int,
+    ui: Ui,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    opens_at = datetime.now(UTC) + _seconds(opts.opens_in)
+    body = goods_body(opts, opens_at, n)
+    if base_url is not None:
+        assert people.seller_token is not None
+        goods_id = await register_http(base_url, people.seller_token, body)
+        kind = RawTarget if opts.client == "raw" else HttpTarget
+        target: Any = kind(base_url, goods_id, opts.quantity, opts.concurrency)
+    else:
+        assert people.seller_id is not None
+        goods_id = await register_in_process(shop, people.seller_id, body, opens_at, opts)
+        target = InProcessTarget(shop, goods_id, opts.quantity)
+    label = f"run {n}/{opts.runs} {strategy}"
+    try:
+        with _Progress(ui, label, opts.stock, len(people.buyers)) as bar:
+            # Start a hair after the opening: the server's clock is the same clock.
+            await asyncio.sleep(max(0.0, opens_at.timestamp() - time.time()) + 0.002)
+            result = await run_load(
+                target,
+                people.buyers,
+                quantity=opts.quantity,
+                concurrency=opts.concurrency,
+                rate=opts.rate,
+                max_seconds=opts.max_seconds,
+                progress=bar.update,
+            )
+    finally:
+        if isinstance(target, HttpTarget | RawTarget):
+            await target.close()
+    bus = await wait_for_bus(shop, opts.drain_timeout, own_dispatcher=opts.in_process)
+
+    async def live() -> int:
+        return await shop.goods.live_stock(goods_id)
+
+    checks = await verify(shop, goods_id, opts, result, bus, live)
+    run = report.run_figures(
+        result, checks, {"goods_id": goods_id, "strategy": strategy, "bus": bus}
+    )
+    failed = [c["name"] for c in checks if not c["passed"]]
+    ui.say(
+        f"{label}: sold out in {run['sell_out_s']} s, {run['accepted_orders_per_s']:,} accepted"
+        f" orders/s, {run['requests_per_s']:,} req/s"
+        + (f" — [red]FAILED: {', '.join(failed)}[/]" if failed else " — checks pass")
+    )
+    return run, dict(result.hist)
+
+
+def _seconds(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+async def run_bare(
+    opts: BenchOptions, people: _People, requests: int, data_dir: Path, ui: Ui
+) -> dict[str, Any]:
+    """The ceiling: the same client against ``python -m miri.bench.bare``."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ui.say(f"starting the bare aiohttp endpoint on {base} ({requests:,} requests)")
+    rates: list[float] = []
+    cpu: list[float] = []
+    async with subprocess_server(
+        [sys.executable, "-m", "miri.bench.bare", "--port", str(port)],
+        dict(os.environ),
+        f"{base}/health",
+        data_dir / "bench-bare.log",
+    ):
+        for _ in range(opts.runs):
+            kind = RawBareTarget if opts.client == "raw" else BareTarget
+            async with kind(base, opts.concurrency) as target:
+                result = await run_fixed(
+                    target, people.buyers, requests=requests, concurrency=opts.concurrency
+                )
+            rates.append(result.requests / result.duration_s)
+            cpu.append(result.cpu_s / result.duration_s)
+    figure = report.spread(rates)
+    return {
+        "requests_per_s": figure["median"],
+        "figures": {"requests_per_s": figure, "client_cpu_share": report.spread(cpu)},
+        "errors": result.outcomes["error"],
+    }
+
+
+# -- the whole bench -----------------------------------------------------------------------------------
+def bench_settings(data_dir: Path, opts: BenchOptions, strategy: str) -> Settings:
+    return load_settings(
+        data_dir=data_dir,
+        rate_limits=False,
+        payment_abandon_rate=opts.payment_abandon_rate,
+        payment_seed=opts.payment_seed,
+        stock_strategy=strategy,
+    )
+
+
+async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]:
+    """Run the bench; returns everything ``--json`` writes."""
+    ui = ui or Ui(progress=False)
+    temp = opts.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="miri-bench-")) if temp else Path(opts.data_dir)
+    strategies = list(STRATEGIES) if opts.compare else [opts.strategy]
+    people = _People()
+    sections: dict[str, Any] = {}
+    settings = None
+    try:
+        for strategy in strategies:
+            settings = bench_settings(data_dir, opts, strategy)
+            sections[strategy] = await run_strategy(settings, opts, strategy, people, ui)
+        compare = None
+        if opts.compare:
+            lua_requests = sections["lua"]["run_details"][0]["requests"]
+            bare = await run_bare(opts, people, max(lua_requests, 10_000), data_dir, ui)
+            sections["bare"] = bare
+            compare = {}
+            for name in strategies:
+                s = sections[name]
+                compare[name] = {
+                    "requests_per_s": s["requests_per_s"],
+                    "accepted_orders_per_s": s["accepted_orders_per_s"],
+                    "requests_ratio": _ratio(s["requests_per_s"], bare["requests_per_s"]),
+                    "accepted_ratio": _ratio(s["accepted_orders_per_s"], bare["requests_per_s"]),
+                    "client_cpu_share": s["figures"]["client_cpu_share"]["median"],
+                }
+            compare["bare aiohttp"] = {
+                "requests_per_s": bare["requests_per_s"],
+                "requests_ratio": 1.0,
+                "client_cpu_share": bare["figures"]["client_cpu_share"]["median"],
+            }
+    finally:
+        if temp and not opts.keep_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    primary = sections[strategies[0]]
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    options["admin_token"] = "<given>" if opts.admin_token else None
+    out = {
+        "oversold": primary["oversold"],
+        "accepted_orders_per_s": primary["accepted_orders_per_s"],
+        "requests_per_s": primary["requests_per_s"],
+        "sell_out_s": primary["sell_out_s"],
+        "latency_ms": primary["latency_ms"],
+        "status_counts": primary["status_counts"],
+        "checks": [
+            {"name": c["name"], "passed": c["passed"], "detail": c["detail"]}
+            for c in primary["checks"]
+        ],
+        "passed": all(c["passed"] for s in strategies for c in sections[s]["checks"]),
+        "strategy": strategies[0],
+        "figures": primary["figures"],
+        "strategies": {name: _public(sections[name]) for name in strategies},
+        "compare": compare,
+        "bare": sections.get("bare"),
+        "data_dir": str(data_dir) if (not temp or opts.keep_data) else None,
+        "metadata": report.metadata(settings, options, primary.get("redis", {})),
+    }
+    return out
+
+
+def _public(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if not k.startswith("_")}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or not b:
+        return None
+    return round(a / b, 4)

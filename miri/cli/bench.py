@@ -1,0 +1,133 @@
+"""``miri bench``: benchmarks. ``flash-sale`` rehearses a sale and checks nothing was oversold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from miri.cli.common import console, err_console
+
+app = typer.Typer(help="Benchmarks: rehearse a flash sale and measure it.", no_args_is_help=True)
+
+
+def _run(coro: Any) -> Any:
+    """uvloop for the load generator when it is installed (the client must not be the limit)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+@app.command("flash-sale")
+def flash_sale(
+    buyers: Annotated[int, typer.Option(help="Buyer accounts (made directly, no sign-up).")] = 5000,
+    stock: Annotated[int, typer.Option(help="Units of the goods on sale.")] = 10000,
+    concurrency: Annotated[
+        int, typer.Option(help="Keep-alive connections (closed loop: workers).")
+    ] = 256,
+    quantity: Annotated[int, typer.Option(help="Units per order.")] = 1,
+    per_buyer_limit: Annotated[
+        int | None, typer.Option(help="Cap per buyer on these goods.")
+    ] = None,
+    payment_abandon_rate: Annotated[
+        float, typer.Option(help="Share of simulated buyers who leave at each payment step.")
+    ] = 0.0,
+    payment_seed: Annotated[int | None, typer.Option(help="Seed of the simulated payments.")] = 1,
+    opens_in: Annotated[float, typer.Option(help="Seconds from registering to the opening.")] = 3.0,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Open loop: orders per second at a fixed arrival rate (latency from "
+            "the intended send time). Default: closed loop."
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Repeat the sale; report median and spread.")] = 3,
+    strategy: Annotated[str, typer.Option(help="Stock reservation: lua or sqlite.")] = "lua",
+    compare: Annotated[
+        bool, typer.Option(help="Run lua, sqlite and a bare aiohttp endpoint; give ratios.")
+    ] = False,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Drive the services directly, without HTTP.")
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option(help="A running server (needs --admin-token and its --data-dir).")
+    ] = None,
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="MIRI_ADMIN_TOKEN", help="Admin token for --url.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data dir (default: a fresh temporary one).")
+    ] = None,
+    keep_data: Annotated[bool, typer.Option(help="Keep the temporary data dir.")] = False,
+    max_seconds: Annotated[float, typer.Option(help="Bound on each run's load phase.")] = 120.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure here.")
+    ] = None,
+    plot: Annotated[bool, typer.Option(help="Plot the last run in the terminal.")] = False,
+    progress: Annotated[bool, typer.Option(help="Live progress bar.")] = True,
+    client: Annotated[
+        str,
+        typer.Option(
+            help="HTTP client: aiohttp, or raw (a minimal keep-alive client that leaves more "
+            "of a small machine to the server)."
+        ),
+    ] = "aiohttp",
+) -> None:
+    """Rehearse a flash sale: buyers order until sold out; then check nothing was oversold or lost.
+
+    Example: miri bench flash-sale --buyers 5000 --stock 10000 --concurrency 256 --json out.json
+    """
+    from miri.bench import report
+    from miri.bench.flash_sale import BenchOptions, Ui
+    from miri.bench.flash_sale import flash_sale as run_bench
+
+    try:
+        opts = BenchOptions(
+            buyers=buyers,
+            stock=stock,
+            concurrency=concurrency,
+            quantity=quantity,
+            per_buyer_limit=per_buyer_limit,
+            payment_abandon_rate=payment_abandon_rate,
+            payment_seed=payment_seed,
+            opens_in=opens_in,
+            rate=rate,
+            runs=runs,
+            strategy=strategy,
+            compare=compare,
+            in_process=in_process,
+            url=url,
+            admin_token=admin_token,
+            data_dir=data_dir,
+            keep_data=keep_data,
+            max_seconds=max_seconds,
+            client=client,
+        )
+    except ValueError as exc:
+        err_console.print(f"[red]bad options:[/] {exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=logging.WARNING)
+    ui = Ui(console=console, progress=progress and console.is_terminal, plot=plot)
+    try:
+        out = _run(run_bench(opts, ui))
+    except RuntimeError as exc:
+        err_console.print(f"[red]bench failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    for name, section in out["strategies"].items():
+        title = f"flash sale ({name}, {section['target']})"
+        console.print(report.tables(title, section))
+    if out["compare"]:
+        console.print(report.compare_table(out["compare"]))
+    if json_path is not None:
+        json_path.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+        console.print(f"figures written to {json_path}")
+    if not out["passed"]:
+        err_console.print("[red]a correctness check failed[/]")
+        raise typer.Exit(1)

@@ -1,0 +1,60 @@
+"""``miri doctor``: check live stock in Redis against SQLite's truth, and repair it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for, table
+from miri.domain.goods import StockReport
+from miri.shop import Shop
+
+
+def doctor(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Rewrite Redis from SQLite where they differ. Best while no server takes "
+            "orders: a reservation whose order is not committed yet would be handed back.",
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Check that live stock = stock total - active ordered quantity, for every goods.
+
+    Exits 1 when a mismatch is left (after --repair: when the repair did not fix it).
+    """
+    settings = settings_for(data_dir, redis_url=redis_url)
+
+    async def work(shop: Shop) -> tuple[StockReport, StockReport | None]:
+        report = await shop.goods.check_stock(repair=repair)
+        after = await shop.goods.check_stock(repair=False) if repair else None
+        return report, after
+
+    report, after = run(work, settings)
+    data = report.to_dict()
+    if after is not None:
+        data["afterRepair"] = after.to_dict()
+    emit(
+        data,
+        as_json,
+        lambda d: table(
+            f"Stock check: {d['checked']} goods, {len(d['mismatches'])} mismatches",
+            ["goods", "what", "redis", "sqlite truth"],
+            [(m["goods_id"], m["what"], m["redis"], m["truth"]) for m in d["mismatches"]],
+        ),
+    )
+    left = after if after is not None else report
+    if not as_json:
+        if report.ok:
+            console.print("[green]stock is consistent[/]")
+        elif after is not None and after.ok:
+            console.print(f"[green]repaired {report.repaired} goods; stock is consistent[/]")
+        else:
+            console.print("[red]stock mismatches found[/] (miri doctor --repair rewrites Redis)")
+    if not left.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,256 @@
+"""``miri goods ...``: the catalogue from the operator's side."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, table
+from miri.domain.errors import NotFound, ValidationFailed
+from miri.domain.goods import CATEGORIES, model
+from miri.shop import Shop
+
+app = typer.Typer(help="Manage goods and their stock.", no_args_is_help=True)
+
+SEED_SELLER = "seller@miri.local"
+LIST_COLUMNS = ["id", "name", "price", "category", "opens", "stock"]
+
+
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return model.parse_time(text)
+    except ValueError as exc:
+        raise ValidationFailed(data={"opens": str(exc)}) from None
+
+
+def _row(g: dict[str, Any]) -> list[Any]:
+    return [
+        g["goodsId"],
+        g["goodsName"],
+        g["goodsPrice"],
+        g["category"],
+        g["reservationStartTime"] or "open",
+        g["stockQuantity"],
+    ]
+
+
+def _detail_table(d: dict[str, Any]) -> Any:
+    return table(f"Goods {d['goodsId']}", ["field", "value"], list(d.items()))
+
+
+@app.command("add")
+def add(
+    seller: Annotated[str, typer.Option(help="Seller's email or user id.")],
+    name: Annotated[str, typer.Option(help="1-20 characters.")],
+    description: Annotated[str, typer.Option(help="1-255 characters.")],
+    price: Annotated[int, typer.Option(help="Price in won, >= 0.")],
+    stock: Annotated[int, typer.Option(help="Initial stock, >= 0.")],
+    category: Annotated[str, typer.Option(help="FASHION, BEAUTY or ETC.")] = "ETC",
+    opens: Annotated[
+        str | None, typer.Option(help="When the sale opens (ISO-8601); default: now.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Most one buyer may hold.")] = None,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Register goods for a seller; prints them.
+
+    Example: miri goods add --seller kim@example.com --name "Linen Shirt"
+    --description "Summer sale" --price 39000 --stock 100 --category FASHION
+    --opens 2026-11-23T10:00:00+09:00 --limit 2
+    """
+    settings = settings_for(data_dir, redis_url=redis_url)
+
+    async def work(shop: Shop) -> dict[str, Any]:
+        owner = await shop.users.find(seller)
+        goods = await shop.goods.register(
+            owner.user_id,
+            name=name,
+            description=description,
+            price=price,
+            stock=stock,
+            category=category.upper(),
+            reservation_start=_when(opens),
+            per_buyer_limit=limit,
+        )
+        return await shop.goods.detail(goods.goods_id)
+
+    emit(run(work, settings), as_json, _detail_table)
+
+
+@app.command("list")
+def list_goods(
+    page: Annotated[int, typer.Option(min=0)] = 0,
+    size: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    category: Annotated[str | None, typer.Option(help="FASHION, BEAUTY or ETC.")] = None,
+    q: Annotated[str | None, typer.Option("--q", help="Part of the name.")] = None,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """List goods, newest first, with live stock."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    cat = category.upper() if category else None
+    if cat is not None and cat not in CATEGORIES:
+        raise typer.BadParameter(f"one of {', '.join(CATEGORIES)}", param_hint="--category")
+    items, total = run(lambda shop: shop.goods.page(page, size, category=cat, q=q), settings)
+    emit(
+        {"items": items, "totalItems": total},
+        as_json,
+        lambda d: table(f"Goods ({total})", LIST_COLUMNS, [_row(g) for g in d["items"]]),
+    )
+
+
+@app.command("show")
+def show(
+    goods_id: Annotated[int, typer.Argument(help="Goods id.")],
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Show one goods with seller, live stock and whether its sale is open."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    emit(run(lambda shop: shop.goods.detail(goods_id), settings), as_json, _detail_table)
+
+
+@app.command("update")
+def update(
+    goods_id: Annotated[int, typer.Argument(help="Goods id.")],
+    name: Annotated[str | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option(help="10-255 characters.")] = None,
+    price: Annotated[int | None, typer.Option()] = None,
+    category: Annotated[str | None, typer.Option()] = None,
+    opens: Annotated[str | None, typer.Option(help="New opening time (ISO-8601).")] = None,
+    open_now: Annotated[bool, typer.Option("--open-now", help="Clear the opening time.")] = False,
+    limit: Annotated[int | None, typer.Option(help="New per-buyer limit.")] = None,
+    no_limit: Annotated[bool, typer.Option("--no-limit", help="Clear the limit.")] = False,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Edit goods on the seller's behalf (same rules as the API)."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    changes: dict[str, Any] = {}
+    for key, value in (
+        ("name", name),
+        ("description", description),
+        ("price", price),
+        ("category", category.upper() if category else None),
+        ("per_buyer_limit", limit),
+    ):
+        if value is not None:
+            changes[key] = value
+    if no_limit:
+        changes["per_buyer_limit"] = None
+    if opens is not None or open_now:
+        changes["reservation_start"] = None if open_now else _when(opens)
+
+    async def work(shop: Shop) -> dict[str, Any]:
+        goods = await shop.goods.get(goods_id)
+        await shop.goods.update(goods.seller_id, goods_id, changes)
+        return await shop.goods.detail(goods_id)
+
+    emit(run(work, settings), as_json, _detail_table)
+
+
+@app.command("restock")
+def restock(
+    goods_id: Annotated[int, typer.Argument(help="Goods id.")],
+    quantity: Annotated[int, typer.Argument(help="How many to add.")],
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Add stock (as an administrator); prints the live stock after it."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    stock = run(lambda shop: shop.goods.restock(0, True, goods_id, quantity), settings)
+    emit({"goodsId": goods_id, "stockQuantity": stock}, as_json, lambda d: d["stockQuantity"])
+
+
+# -- seed --------------------------------------------------------------------------------------------
+_NAMES = {
+    "FASHION": ["Linen Shirt", "Wool Coat", "Denim Jacket", "Knit Cardigan", "Silk Scarf",
+                "Cotton Tee", "Leather Belt", "Canvas Sneakers", "Pleated Skirt", "Bucket Hat"],
+    "BEAUTY": ["Cushion Compact", "Lip Tint", "Sheet Mask", "Hand Cream", "Sun Cream",
+               "Toner Pad", "Eye Palette", "Hair Oil", "Cleansing Foam", "Vitamin Serum"],
+    "ETC": ["Tumbler", "Desk Lamp", "Scented Candle", "Phone Case", "Notebook Set",
+            "Ceramic Mug", "Travel Pouch", "Umbrella", "Wireless Charger", "Plant Pot"],
+}  # fmt: skip
+_WORDS = ["Ivory", "Navy", "Mint", "Classic", "Daily", "Mini", "Soft", "Urban", "Jeju", "Seoul"]
+_PRICES = {"FASHION": (19_000, 189_000), "BEAUTY": (8_000, 59_000), "ETC": (5_000, 79_000)}
+
+
+def seed_item(rng: random.Random, now: datetime) -> dict[str, Any]:
+    """One plausible goods: a named product, a price in hundreds of won, some opening later."""
+    category = rng.choice(CATEGORIES)
+    noun = rng.choice(_NAMES[category])
+    name = f"{rng.choice(_WORDS)} {noun}"
+    low, high = _PRICES[category]
+    opens = now + timedelta(hours=rng.randint(1, 72)) if rng.random() < 0.3 else None
+    return {
+        "name": name if len(name) <= 20 else noun,
+        "description": f"{noun}, limited pre-order batch",
+        "price": rng.randrange(low, high, 100),
+        "stock": rng.choice([10, 20, 50, 100, 200, 500]),
+        "category": category,
+        "reservation_start": opens,
+        "per_buyer_limit": rng.choice([1, 2, 3, 5]) if rng.random() < 0.2 else None,
+    }
+
+
+async def _seller_id(shop: Shop, seller: str | None) -> int:
+    if seller:
+        return (await shop.users.find(seller)).user_id
+    try:
+        return (await shop.users.find(SEED_SELLER)).user_id
+    except NotFound:
+        return await shop.users.add_user(
+            email=SEED_SELLER,
+            password=secrets.token_urlsafe(12)[:16],
+            user_name="Miri Seller",
+            phone_number="010-0000-0000",
+            address="Seoul",
+        )
+
+
+@app.command("seed")
+def seed(
+    count: Annotated[int, typer.Option(min=1, max=100_000, help="How many goods.")] = 20,
+    seller: Annotated[
+        str | None, typer.Option(help=f"Seller's email or id (default: {SEED_SELLER}).")
+    ] = None,
+    random_seed: Annotated[int | None, typer.Option(help="Same seed, same goods.")] = None,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Fill the catalogue with realistic goods; about 30% open their sale in the future."""
+    settings = settings_for(data_dir, redis_url=redis_url)
+    rng = random.Random(random_seed)
+
+    async def work(shop: Shop) -> list[int]:
+        seller_id = await _seller_id(shop, seller)
+        now = shop.clock.now()
+        items = [seed_item(rng, now) for _ in range(count)]
+        ids: list[int] = []
+        for start in range(0, count, 200):  # concurrent, so the writer commits them in batches
+            made = await asyncio.gather(
+                *(shop.goods.register(seller_id, **i) for i in items[start : start + 200])
+            )
+            ids += [g.goods_id for g in made]
+        return ids
+
+    ids = run(work, settings)
+    emit(
+        {"created": len(ids), "goodsIds": ids},
+        as_json,
+        lambda d: f"created {d['created']} goods (ids {ids[0]}..{ids[-1]})",
+    )

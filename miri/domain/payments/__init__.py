@@ -1,0 +1,1 @@
+"""Payments: one payment per order item, walked through a gateway, refunded on cancel."""

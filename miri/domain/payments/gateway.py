@@ -1,0 +1,50 @@
+"""The payment gateway interface and the original shop's simulated buyer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    payment_id: int
+    order_detail_id: int
+    user_id: int
+    amount: int
+
+
+class PaymentGateway(Protocol):
+    """A real gateway replaces the simulation; either answers whether the buyer went on.
+
+    ``False`` means the buyer abandoned (a normal outcome); an exception means the gateway
+    itself failed, which the circuit breaker counts and the bus retries.
+    """
+
+    async def enter_screen(self, request: PaymentRequest) -> bool: ...
+
+    async def pay(self, request: PaymentRequest) -> bool: ...
+
+
+class SimulatedGateway:
+    """The original's buyer: abandons at each of the two steps with probability ``abandon_rate``."""
+
+    def __init__(self, abandon_rate: float, seed: int | None = None, delay: float = 0.0) -> None:
+        if not 0.0 <= abandon_rate <= 1.0:
+            raise ValueError("the abandon rate must be between 0 and 1")
+        self.abandon_rate = abandon_rate
+        self._rng = random.Random(seed)
+        self._delay = delay
+
+    async def _step(self) -> bool:
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        return self._rng.random() >= self.abandon_rate
+
+    async def enter_screen(self, request: PaymentRequest) -> bool:
+        return await self._step()
+
+    async def pay(self, request: PaymentRequest) -> bool:
+        return await self._step()

@@ -1,0 +1,206 @@
+"""Goods (API.md): the catalogue, live stock, and the seller's side."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import AfterValidator, BaseModel, Field, StrictInt, StrictStr, model_validator
+
+from miri.domain.goods import model
+from miri.server.api import Api, ok, path_id
+from miri.server.keys import SHOP
+from miri.server.models import Body, Page, Paging, page_of
+
+api = Api("goods")
+
+GoodsName = Annotated[StrictStr, AfterValidator(model.goods_name)]
+Description = Annotated[StrictStr, AfterValidator(model.description)]
+LongDescription = Annotated[StrictStr, AfterValidator(lambda v: model.description(v, 10))]
+Price = Annotated[StrictInt, AfterValidator(model.price)]
+Stock = Annotated[StrictInt, AfterValidator(model.stock_quantity)]
+Category = Annotated[StrictStr, AfterValidator(model.category), Field(examples=model.CATEGORIES)]
+StartTime = Annotated[
+    StrictStr,
+    AfterValidator(model.parse_time),
+    Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-23T10:00:00+09:00"]),
+]
+BuyerLimit = Annotated[StrictInt, AfterValidator(model.per_buyer_limit)]
+
+# API field -> service keyword, for edits.
+_EDITS = {
+    "goodsName": "name",
+    "goodsDescription": "description",
+    "goodsPrice": "price",
+    "category": "category",
+    "reservationStartTime": "reservation_start",
+    "perBuyerLimit": "per_buyer_limit",
+}
+
+
+class NewGoods(Body):
+    goodsName: GoodsName
+    goodsDescription: Description
+    goodsPrice: Price
+    stockQuantity: Stock
+    category: Category
+    reservationStartTime: StartTime | None = None
+    perBuyerLimit: BuyerLimit | None = None
+
+
+class GoodsPatch(Body):
+    """Any of the fields; ``reservationStartTime`` or ``perBuyerLimit`` null clears them."""
+
+    goodsName: GoodsName | None = None
+    goodsDescription: LongDescription | None = None
+    goodsPrice: Price | None = None
+    category: Category | None = None
+    reservationStartTime: StartTime | None = None
+    perBuyerLimit: BuyerLimit | None = None
+
+    @model_validator(mode="after")
+    def needs_a_field(self) -> GoodsPatch:
+        if not self.model_fields_set:
+            raise ValueError(f"give at least one of {', '.join(_EDITS)}")
+        return self
+
+
+class RestockBody(Body):
+    quantity: Annotated[StrictInt, AfterValidator(model.restock_quantity)]
+
+
+class GoodsQuery(Paging):
+    category: Literal["FASHION", "BEAUTY", "ETC"] | None = None
+    q: str | None = Field(None, min_length=1, max_length=50, description="part of the name")
+
+
+class GoodsSummary(BaseModel):
+    goodsId: int
+    goodsName: str
+    goodsPrice: int
+    category: str
+    reservationStartTime: str | None
+    stockQuantity: int
+
+
+class GoodsDetail(GoodsSummary):
+    goodsDescription: str
+    sellerId: int
+    sellerName: str | None
+    perBuyerLimit: int | None
+    saleOpen: bool
+
+
+class StockOut(BaseModel):
+    goodsId: int
+    stockQuantity: int
+
+
+def _claims(request: web.Request) -> Any:
+    return request["claims"]
+
+
+@api.route(
+    "GET",
+    "/api/goods",
+    summary="List goods, newest first (category filter, name search)",
+    query=GoodsQuery,
+    response=Page[GoodsSummary],
+)
+async def list_goods(request: web.Request, query: GoodsQuery) -> web.Response:
+    items, total = await request.app[SHOP].goods.page(
+        query.page, query.size, category=query.category, q=query.q
+    )
+    return ok(page_of(items, query, total))
+
+
+@api.route(
+    "GET",
+    "/api/goods/{goodsId}",
+    summary="One goods with seller, live stock and whether its sale is open",
+    response=GoodsDetail,
+)
+async def show_goods(request: web.Request) -> web.Response:
+    return ok(await request.app[SHOP].goods.detail(path_id(request, "goodsId")))
+
+
+@api.route(
+    "GET",
+    "/api/goods/{goodsId}/stock",
+    summary="Live stock (read from the primary Redis)",
+    response=StockOut,
+)
+async def goods_stock(request: web.Request) -> web.Response:
+    goods_id = path_id(request, "goodsId")
+    stock = await request.app[SHOP].goods.live_stock(goods_id)
+    return ok({"goodsId": goods_id, "stockQuantity": stock})
+
+
+@api.route(
+    "POST",
+    "/api/auth/goods",
+    summary="Register goods; the caller is the seller",
+    body=NewGoods,
+    response=GoodsDetail,
+    status=201,
+)
+async def register_goods(request: web.Request, body: NewGoods) -> web.Response:
+    goods = request.app[SHOP].goods
+    created = await goods.register(
+        _claims(request).user_id,
+        name=body.goodsName,
+        description=body.goodsDescription,
+        price=body.goodsPrice,
+        stock=body.stockQuantity,
+        category=body.category,
+        reservation_start=body.reservationStartTime,
+        per_buyer_limit=body.perBuyerLimit,
+    )
+    return ok(await goods.detail(created.goods_id), status=201, msg="goods registered")
+
+
+@api.route(
+    "PATCH",
+    "/api/auth/goods/{goodsId}",
+    summary="Edit goods (seller only)",
+    body=GoodsPatch,
+    response=GoodsDetail,
+    errors=("FORBIDDEN",),
+)
+async def edit_goods(request: web.Request, body: GoodsPatch) -> web.Response:
+    goods_id = path_id(request, "goodsId")
+    goods = request.app[SHOP].goods
+    changes = {_EDITS[name]: getattr(body, name) for name in body.model_fields_set}
+    await goods.update(_claims(request).user_id, goods_id, changes)
+    return ok(await goods.detail(goods_id), msg="goods updated")
+
+
+@api.route(
+    "POST",
+    "/api/auth/goods/{goodsId}/restock",
+    summary="Add stock (seller or admin)",
+    body=RestockBody,
+    response=StockOut,
+    errors=("FORBIDDEN",),
+)
+async def restock_goods(request: web.Request, body: RestockBody) -> web.Response:
+    goods_id = path_id(request, "goodsId")
+    claims = _claims(request)
+    stock = await request.app[SHOP].goods.restock(
+        claims.user_id, claims.role == "ADMIN", goods_id, body.quantity
+    )
+    return ok({"goodsId": goods_id, "stockQuantity": stock}, msg="restocked")
+
+
+@api.route(
+    "GET",
+    "/api/auth/my/goods",
+    summary="The caller's goods, newest first",
+    query=Paging,
+    response=Page[GoodsSummary],
+)
+async def my_goods(request: web.Request, query: Paging) -> web.Response:
+    items, total = await request.app[SHOP].goods.page(
+        query.page, query.size, seller_id=_claims(request).user_id
+    )
+    return ok(page_of(items, query, total))

@@ -1,0 +1,194 @@
+"""Orders (API.md): place, place from the wishlist, list, detail, cancel, return."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from miri.domain.errors import RateLimited, ValidationFailed
+from miri.domain.orders.service import Idempotency
+from miri.server.api import Api, ok, path_id
+from miri.server.keys import SHOP
+from miri.server.models import Address, Body, Page, Paging, page_of
+
+api = Api("orders")
+MAX_QUANTITY = 1_000_000
+
+
+class OrderBody(Body):
+    goodsId: int = Field(ge=1, le=2**53)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    address: Address
+
+
+class WishlistOrderBody(Body):
+    wishListIds: list[Annotated[int, Field(ge=1, le=2**53)]] = Field(min_length=1, max_length=100)
+    address: Address
+
+
+class ReturnBody(Body):
+    reason: str = Field(min_length=10, max_length=50)
+
+
+class OrderLine(BaseModel):
+    orderDetailId: int
+    goodsId: int
+    quantity: int
+    unitPrice: int
+    status: str
+
+
+class OrderOut(BaseModel):
+    orderId: int
+    items: list[OrderLine]
+    totalPrice: int
+
+
+class OrderItem(BaseModel):
+    orderDetailId: int
+    orderId: int
+    goodsId: int
+    goodsName: str
+    category: str
+    quantity: int
+    unitPrice: int
+    subTotalPrice: int
+    orderStatus: str
+    shippingStatus: str
+    paymentStatus: str | None
+    returnStatus: str | None
+    orderedAt: str
+
+
+def idempotency(request: web.Request, body: BaseModel) -> Idempotency | None:
+    """``Idempotency-Key`` (1–64 chars), bound to this path and body."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 64 or not key.isprintable():
+        raise ValidationFailed(data={"Idempotency-Key": "must be 1 to 64 printable characters"})
+    digest = hashlib.sha256(
+        request.path.encode() + b"\n" + orjson.dumps(body.model_dump(), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+    return Idempotency(key, digest)
+
+
+async def _order_rate(request: web.Request) -> None:
+    """The operator's optional per-buyer order rate (orders per second)."""
+    shop = request.app[SHOP]
+    rate = shop.settings.order_rate_per_buyer
+    if rate > 0:
+        wait = await shop.limiter.hit(f"order:{request['claims'].user_id}", rate, 1)
+        if wait is not None:
+            raise RateLimited(wait, "ordering too fast; slow down")
+
+
+@api.route(
+    "POST",
+    "/api/auth/orders",
+    summary="Order goods",
+    body=OrderBody,
+    response=OrderOut,
+    status=201,
+    errors=(
+        "SOLD_OUT",
+        "SALE_NOT_OPEN",
+        "LIMIT_EXCEEDED",
+        "NOT_FOUND",
+        "IDEMPOTENCY_CONFLICT",
+        "RATE_LIMITED",
+        "UNAVAILABLE",
+    ),
+)
+async def place_order(request: web.Request, body: OrderBody) -> web.Response:
+    await _order_rate(request)
+    order = await request.app[SHOP].orders.place(
+        request["claims"].user_id,
+        body.goodsId,
+        body.quantity,
+        body.address,
+        idempotency(request, body),
+    )
+    return ok(order, status=201, msg="order placed; payment follows")
+
+
+@api.route(
+    "POST",
+    "/api/auth/orders/from-wishlist",
+    summary="Order wishlist entries, all or none",
+    body=WishlistOrderBody,
+    response=OrderOut,
+    status=201,
+    errors=(
+        "SOLD_OUT",
+        "SALE_NOT_OPEN",
+        "LIMIT_EXCEEDED",
+        "NOT_FOUND",
+        "IDEMPOTENCY_CONFLICT",
+        "RATE_LIMITED",
+        "UNAVAILABLE",
+    ),
+)
+async def place_wishlist_order(request: web.Request, body: WishlistOrderBody) -> web.Response:
+    await _order_rate(request)
+    order = await request.app[SHOP].orders.place_from_wishlist(
+        request["claims"].user_id, body.wishListIds, body.address, idempotency(request, body)
+    )
+    return ok(order, status=201, msg="order placed; payment follows")
+
+
+@api.route(
+    "GET",
+    "/api/auth/orders",
+    summary="My order items, newest first",
+    query=Paging,
+    response=Page[OrderItem],
+)
+async def my_orders(request: web.Request, query: Paging) -> web.Response:
+    items, total = await request.app[SHOP].orders.list(
+        user_id=request["claims"].user_id, page=query.page, size=query.size
+    )
+    return ok(page_of(items, query, total))
+
+
+@api.route(
+    "GET", "/api/auth/orders/{orderDetailId}", summary="One of my order items", response=OrderItem
+)
+async def my_order(request: web.Request) -> web.Response:
+    item = await request.app[SHOP].orders.get(
+        request["claims"].user_id, path_id(request, "orderDetailId")
+    )
+    return ok(item)
+
+
+@api.route(
+    "POST",
+    "/api/auth/orders/{orderDetailId}/cancel",
+    summary="Cancel before shipping",
+    response=OrderItem,
+    errors=("INVALID_STATE",),
+)
+async def cancel_order(request: web.Request) -> web.Response:
+    item = await request.app[SHOP].orders.cancel(
+        request["claims"].user_id, path_id(request, "orderDetailId")
+    )
+    return ok(item, msg="canceled; stock returned and payment refunded")
+
+
+@api.route(
+    "POST",
+    "/api/auth/orders/{orderDetailId}/return",
+    summary="Ask for a return",
+    body=ReturnBody,
+    response=OrderItem,
+    errors=("INVALID_STATE",),
+)
+async def return_order(request: web.Request, body: ReturnBody) -> web.Response:
+    item = await request.app[SHOP].orders.request_return(
+        request["claims"].user_id, path_id(request, "orderDetailId"), body.reason
+    )
+    return ok(item, msg="return requested")
