@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -117,6 +120,17 @@ async def test_start_repairs_stale_figures_unless_another_server_is_serving(sett
             await shop.redis.client.delete(key)
     async with open_shop(settings, clock=clock, background=True) as shop:
         assert await shop.goods.live_stock(goods.goods_id) == 10
+
+
+async def test_the_mark_of_a_killed_server_does_not_stop_the_repair(shop):
+    goods = await add_goods(shop, stock=10)
+    await shop.redis.client.hset(f"miri:goods:{goods.goods_id}", "stock", 7)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id on this host that no longer runs
+    await shop.redis.client.set(f"{SERVING}{socket.gethostname()}:{dead.pid}:x", "1", ex=30)
+    report = await shop.goods.startup_check()
+    assert report.repaired == 1
+    assert await shop.goods.live_stock(goods.goods_id) == 10
 
 
 async def test_goods_unknown_to_sqlite_are_reported_and_removed(shop):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from miri import __version__
-from miri.cli import bench, bus, doctor, goods, jobs, orders, users
+from miri.cli import bench, bus, dashboard, doctor, goods, jobs, orders, users
 from miri.cli.common import DataDir, RedisUrl, console, run, settings_for
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(goods.app, name="goods")
 app.add_typer(orders.app, name="order")
 app.add_typer(jobs.app, name="jobs")
 app.command("doctor")(doctor.doctor)
+app.command("dashboard")(dashboard.dashboard)
 
 
 def _version(value: bool) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,10 +12,19 @@ import orjson
 
 EVENT_TYPES: dict[str, type[Event]] = {}
 
+# Event ids: a random per-process prefix and a counter. Unique across processes and restarts
+# like a uuid4, at a fraction of its cost on the order path.
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count()
+
+
+def new_event_id() -> str:
+    return f"{_PREFIX}{next(_COUNTER):012x}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = field(default_factory=new_event_id)
     occurred_at: float = field(default_factory=time.time)
     name: ClassVar[str] = "Event"
 
@@ -25,7 +34,7 @@ class Event:
         EVENT_TYPES[cls.__name__] = cls
 
     def to_json(self) -> str:
-        return orjson.dumps(dataclasses.asdict(self)).decode()
+        return orjson.dumps(self).decode()  # orjson serialises dataclasses natively
 
     @staticmethod
     def from_json(type_name: str, payload: str | bytes) -> Event:

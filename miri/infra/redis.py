@@ -16,6 +16,8 @@ from typing import Any
 import psutil
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from miri.config import Settings
 
@@ -94,9 +96,12 @@ def _start_embedded(settings: Settings) -> Any:
 
 
 def _client(url: str) -> aioredis.Redis:
-    # Bounded timeouts: a dead Redis must turn into a quick 503, not a hung request.
+    # Bounded timeouts: a dead Redis must turn into a quick 503, not a hung request. No retries:
+    # redis-py retries 10 times by default, and a reserve whose reply was lost would be applied
+    # again (stock taken twice); a failed command is the caller's to answer.
     return aioredis.Redis.from_url(
         url,
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         socket_timeout=2.0,
         socket_connect_timeout=2.0,

@@ -13,6 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from miri.config import Settings
 from miri.server.app import create_app
+from miri.server.presence import announce
 from miri.shop import open_shop
 
 log = logging.getLogger("miri.server")
@@ -73,7 +74,8 @@ async def serve(
         if ready:
             ready(url)
         try:
-            await stop.wait()
+            with announce(settings.data_dir, url):  # what `miri dashboard` looks for
+                await stop.wait()
         finally:
             log.info("shutting down")
             await runner.cleanup()

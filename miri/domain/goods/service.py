@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
+
+import psutil
 
 from miri.domain.errors import (
     Forbidden,
@@ -76,6 +79,22 @@ def _check(errors: dict[str, str], name: str, rule: Callable[..., Any], *args: A
     except ValueError as exc:
         errors[name] = str(exc)
         return None
+
+
+def _serving_elsewhere(key: str) -> bool:
+    """Whether a serving mark may belong to a live process.
+
+    A server killed with SIGKILL leaves its mark until the mark expires; on this host its
+    process id tells that it is gone, so a restart right after a crash still repairs everything.
+    """
+    host, _, rest = key[len(SERVING) :].partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class GoodsService:
@@ -432,11 +451,12 @@ class GoodsService:
         while not await redis.set(REBUILD_LOCK, token, nx=True, ex=60):
             await asyncio.sleep(0.05)
         try:
-            others = [k async for k in redis.scan_iter(match=f"{SERVING}*", count=1000)]
+            others = [key async for key in redis.scan_iter(match=f"{SERVING}*", count=1000)]
+            others = [key for key in others if _serving_elsewhere(key)]
             report = await check.check_stock(
                 self._db, self.live, repair=True, only_missing=bool(others)
             )
-            self._serving_key = f"{SERVING}{os.getpid()}:{token}"
+            self._serving_key = f"{SERVING}{socket.gethostname()}:{os.getpid()}:{token}"
             await redis.set(self._serving_key, "1", ex=SERVING_TTL)
         finally:
             if await redis.get(REBUILD_LOCK) == token:

@@ -117,18 +117,25 @@ class WishlistService:
 
     async def remove_entries(self, user_id: int, wish_ids: Sequence[int]) -> int:
         """Remove the user's entries with these ids (after they were ordered); how many went."""
-        return await self._db.write(lambda c: self.remove_in(c, user_id, wish_ids))
+        return await self._db.write(lambda c: self.remove_in(c, user_id, wish_ids, strict=False))
 
     @staticmethod
-    def remove_in(conn: sqlite3.Connection, user_id: int, wish_ids: Sequence[int]) -> int:
-        """The same, inside a caller's transaction (an order takes its entries in its commit)."""
+    def remove_in(
+        conn: sqlite3.Connection, user_id: int, wish_ids: Sequence[int], *, strict: bool = True
+    ) -> int:
+        """The same, inside a caller's transaction (an order takes its entries in its commit);
+        ``strict``: every entry must still be there, or NotFound undoes the caller's work."""
         ids = list(dict.fromkeys(wish_ids))
         if not ids:
             return 0
-        return conn.execute(
+        removed = conn.execute(
             f"DELETE FROM wishlist WHERE user_id = ? AND id IN ({','.join('?' * len(ids))})",
             (user_id, *ids),
         ).rowcount
+        if strict and removed != len(ids):
+            # Another order took some of these entries first; this one must not go through.
+            raise NotFound("no such wishlist entry", {"wishListIds": ids})
+        return removed
 
     async def page(
         self, user_id: int, page: int = 0, size: int = 10

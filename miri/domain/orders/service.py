@@ -135,7 +135,7 @@ class OrderService:
         wishlist_ids: list[int] | None,
     ) -> dict[str, Any]:
         if idempotency is None:
-            return await self._place_now(user_id, items, address, None, wishlist_ids)
+            return await self._shielded(user_id, items, address, None, wishlist_ids)
         replay = await self._replay(user_id, idempotency)
         if replay is not None:
             return replay
@@ -156,9 +156,23 @@ class OrderService:
             replay = await self._replay(user_id, idempotency)
             if replay is not None:
                 return replay
-            return await self._place_now(user_id, items, address, idempotency, wishlist_ids)
+            return await self._shielded(user_id, items, address, idempotency, wishlist_ids)
         finally:
             await self._redis.delete(lock)
+
+    async def _shielded(
+        self,
+        user_id: int,
+        items: list[tuple[int, int]],
+        address: str,
+        idempotency: Idempotency | None,
+        wishlist_ids: list[int] | None,
+    ) -> dict[str, Any]:
+        """Reserve-then-store runs to its end even if the caller is cancelled: stopping between
+        the reservation and the commit (or the release) would leave stock taken by no order."""
+        return await asyncio.shield(
+            self._place_now(user_id, items, address, idempotency, wishlist_ids)
+        )
 
     async def _place_now(
         self,

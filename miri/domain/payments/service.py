@@ -53,15 +53,15 @@ class PaymentService:
         """Open one payment per item, then walk each through the gateway."""
         now = self._clock.now().timestamp()
 
-        def open_payments(conn: sqlite3.Connection) -> list[PaymentRequest]:
+        def open_payments(conn: sqlite3.Connection) -> list[tuple[PaymentRequest, str]]:
             if not self._bus.first_time(conn, CONSUMER + ":placed", event.event_id):
                 # Seen before: resume whatever is still open (a crash mid-walk), start nothing new.
                 rows = conn.execute(
-                    "SELECT id, order_detail_id, user_id, amount FROM payments"
+                    "SELECT id, order_detail_id, user_id, amount, status FROM payments"
                     f" WHERE order_id = ? AND status IN {OPEN}",
                     (event.order_id,),
                 ).fetchall()
-                return [PaymentRequest(*r) for r in rows]
+                return [(PaymentRequest(*r[:4]), r[4]) for r in rows]
             opened = []
             for item in event.items:
                 amount = item["unitPrice"] * item["quantity"]
@@ -73,13 +73,14 @@ class PaymentService:
                     (item["orderDetailId"], event.order_id, event.user_id, amount, now, now),
                 )
                 if cur.rowcount == 1:
-                    opened.append(
-                        PaymentRequest(cur.lastrowid, item["orderDetailId"], event.user_id, amount)
+                    request = PaymentRequest(
+                        cur.lastrowid, item["orderDetailId"], event.user_id, amount
                     )
+                    opened.append((request, "PAYMENT_SCREEN_ENTERED"))
             return opened
 
-        requests = await self._db.write(open_payments)
-        await asyncio.gather(*(self._walk(r, event.order_id) for r in requests))
+        walks = await self._db.write(open_payments)
+        await asyncio.gather(*(self._walk(r, event.order_id, at) for r, at in walks))
 
     async def on_item_canceled(self, event: OrderItemCanceled) -> None:
         """Buyer cancel → REFUNDED; expiry → PAYMENT_ABORTED (nothing was taken)."""
@@ -105,14 +106,16 @@ class PaymentService:
         self._metrics.payments.labels(status.lower()).inc()
 
     # -- the walk -----------------------------------------------------------------------------
-    async def _walk(self, request: PaymentRequest, order_id: int) -> None:
-        async with self._breakers.guard("payment-gateway"):
-            entered = await self.gateway.enter_screen(request)
-        if not entered:
-            await self._abort(request, order_id, "the buyer left the payment screen")
-            return
-        if not await self._move(request, "PAYMENT_SCREEN_ENTERED", "PAYMENT_IN_PROGRESS"):
-            return
+    async def _walk(self, request: PaymentRequest, order_id: int, status: str) -> None:
+        """From ``status`` on: a walk cut short by a crash resumes where it stopped."""
+        if status == "PAYMENT_SCREEN_ENTERED":
+            async with self._breakers.guard("payment-gateway"):
+                entered = await self.gateway.enter_screen(request)
+            if not entered:
+                await self._abort(request, order_id, "the buyer left the payment screen")
+                return
+            if not await self._move(request, "PAYMENT_SCREEN_ENTERED", "PAYMENT_IN_PROGRESS"):
+                return
         async with self._breakers.guard("payment-gateway"):
             paid = await self.gateway.pay(request)
         if not paid:

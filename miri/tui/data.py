@@ -1,0 +1,329 @@
+"""What the dashboard shows, gathered from an open shop in one pass, and the admin's actions.
+
+Everything here is async and goes through the shop's services (the one exception is the
+orders-per-second series: no service keeps one, so it is read from the ``orders`` table, one
+cheap query per refresh for the rows added since the last one). The widgets only format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+import aiohttp
+
+from miri.domain.errors import NotFound
+from miri.domain.goods import check
+from miri.server.presence import servers
+from miri.shop import Shop
+
+log = logging.getLogger(__name__)
+
+HOUSE_SELLER = "seller@miri.local"  # the same account `miri goods seed` sells under
+GOODS_ROWS = 100  # newest goods shown
+ORDER_ROWS = 50  # latest order items shown
+RATE_WINDOW = 300  # seconds of orders-per-second history (the chart's width)
+
+
+# -- the server on this data dir -----------------------------------------------------------------
+@dataclass
+class ServerInfo:
+    pid: int
+    url: str
+    started_at: float
+    health: str  # "ok", "degraded", or why the probe failed
+
+
+def _probe_url(url: str) -> str:
+    for wildcard in ("0.0.0.0", "[::]"):
+        url = url.replace(f"//{wildcard}:", "//127.0.0.1:" if "." in wildcard else "//[::1]:")
+    return url
+
+
+async def _probe(session: aiohttp.ClientSession, url: str) -> str:
+    try:
+        async with session.get(f"{_probe_url(url)}/api/health") as resp:
+            body = await resp.json(content_type=None)
+            return str((body.get("data") or {}).get("status") or resp.status)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return f"no answer ({exc.__class__.__name__})"
+
+
+async def find_servers(data_dir: Any) -> list[ServerInfo]:
+    """Live ``miri serve`` processes on this data dir, each asked for its health (1 s bound)."""
+    records = await asyncio.to_thread(servers, data_dir)
+    if not records:
+        return []
+    timeout = aiohttp.ClientTimeout(total=1.0)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        health = await asyncio.gather(*(_probe(session, r["url"]) for r in records))
+    return [
+        ServerInfo(int(r["pid"]), r["url"], float(r["startedAt"]), h)
+        for r, h in zip(records, health, strict=True)
+    ]
+
+
+# -- orders per second ----------------------------------------------------------------------------
+class OrderRate:
+    """Orders per second over the last ``window`` seconds, read incrementally by row id."""
+
+    def __init__(self, window: int = RATE_WINDOW) -> None:
+        self.window = window
+        self.counts: dict[int, int] = {}
+        self.last_id: int | None = None
+
+    async def update(self, shop: Shop, now: float) -> list[int]:
+        horizon = now - self.window
+
+        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            if self.last_id is None:
+                return conn.execute(
+                    "SELECT id, created_at FROM orders WHERE created_at >= ?", (horizon,)
+                ).fetchall()
+            return conn.execute(
+                "SELECT id, created_at FROM orders WHERE id > ?", (self.last_id,)
+            ).fetchall()
+
+        rows = await shop.db.read(read)
+        if self.last_id is None:
+            self.last_id = await shop.db.read(
+                lambda c: c.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()[0]
+            )
+        for row in rows:
+            second = int(row["created_at"])
+            self.counts[second] = self.counts.get(second, 0) + 1
+            self.last_id = max(self.last_id or 0, row["id"])
+        first = int(now) - self.window + 1
+        for second in [s for s in self.counts if s < first]:
+            del self.counts[second]
+        return [self.counts.get(s, 0) for s in range(first, int(now) + 1)]
+
+
+# -- one snapshot ---------------------------------------------------------------------------------
+@dataclass
+class GoodsRow:
+    goods_id: int
+    name: str
+    category: str
+    price: int
+    opens: datetime | None
+    open: bool
+    stock_total: int
+    live: int | None
+    sold: int
+    buyers: int
+
+
+@dataclass
+class JobRow:
+    name: str
+    schedule: str
+    next_run: datetime | None
+    description: str
+    last_result: Any = None
+
+
+@dataclass
+class Snapshot:
+    taken_at: datetime
+    goods: list[GoodsRow] = field(default_factory=list)
+    goods_total: int = 0
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    orders_total: int = 0
+    rate: list[int] = field(default_factory=list)
+    payments: dict[str, int] = field(default_factory=dict)
+    bus: dict[str, Any] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[JobRow] = field(default_factory=list)
+    health: dict[str, Any] = field(default_factory=dict)
+    redis: dict[str, Any] = field(default_factory=dict)
+    sqlite: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # section -> why it is missing
+
+
+async def _goods(shop: Shop, now: datetime) -> tuple[list[GoodsRow], int]:
+    listed, total = await shop.goods.listing(0, GOODS_ROWS)
+    ids = [g.goods_id for g, _ in listed]
+    truth = await check.truth(shop.db, ids)
+    rows = []
+    for goods, live in listed:
+        figures = truth.get(goods.goods_id)
+        held = figures.buyers if figures else {}
+        rows.append(
+            GoodsRow(
+                goods_id=goods.goods_id,
+                name=goods.name,
+                category=goods.category,
+                price=goods.price,
+                opens=goods.reservation_start,
+                open=goods.sale_open(now),
+                stock_total=goods.stock_total,
+                live=live,
+                sold=sum(held.values()),
+                buyers=len(held),
+            )
+        )
+    return rows, total
+
+
+async def _redis_info(shop: Shop) -> dict[str, Any]:
+    started = time.perf_counter()
+    await shop.redis.client.ping()
+    ping_ms = (time.perf_counter() - started) * 1000
+    info = await shop.redis.client.info()
+    return {
+        "mode": shop.redis.mode,
+        "version": info.get("redis_version"),
+        "memory": info.get("used_memory_human"),
+        "clients": info.get("connected_clients"),
+        "keys": sum(v.get("keys", 0) for k, v in info.items() if k.startswith("db")),
+        "ping_ms": round(ping_ms, 2),
+    }
+
+
+def _sizes(path: Any) -> dict[str, int]:
+    out = {}
+    for suffix in ("", "-wal"):
+        try:
+            out["file" if not suffix else "wal"] = os.path.getsize(f"{path}{suffix}")
+        except OSError:
+            out["file" if not suffix else "wal"] = 0
+    return out
+
+
+async def _sqlite_info(shop: Shop) -> dict[str, Any]:
+    sizes = await asyncio.to_thread(_sizes, shop.db.path)
+    return {
+        "path": str(shop.db.path),
+        "schema": getattr(shop.db, "schema_version", None),
+        **sizes,
+    }
+
+
+def _jobs(shop: Shop, now: datetime) -> list[JobRow]:
+    return [
+        JobRow(
+            j.name,
+            j.schedule,
+            j.next_run(now),
+            j.description,
+            shop.jobs.last_results.get(j.name),
+        )
+        for j in shop.jobs.list()
+    ]
+
+
+async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
+    """Every section at once; a section that fails is reported, the others still show."""
+    now = shop.clock.now()
+    snap = Snapshot(taken_at=now)
+
+    async def goods() -> None:
+        snap.goods, snap.goods_total = await _goods(shop, now)
+
+    async def orders() -> None:
+        snap.orders, snap.orders_total = await shop.orders.list(page=0, size=ORDER_ROWS)
+
+    async def chart() -> None:
+        snap.rate = await rate.update(shop, now.timestamp())
+
+    async def payments() -> None:
+        snap.payments = await shop.payments.outcomes()
+
+    async def bus() -> None:
+        snap.bus = await shop.bus.status()
+        snap.dead_letters = await shop.bus.dead_letters(limit=5)
+
+    async def health() -> None:
+        snap.health = await shop.health()
+
+    async def redis() -> None:
+        snap.redis = await _redis_info(shop)
+
+    async def sqlite() -> None:
+        snap.sqlite = await _sqlite_info(shop)
+
+    async def jobs() -> None:
+        snap.jobs = _jobs(shop, now)
+
+    parts: dict[str, Callable[[], Awaitable[None]]] = {
+        "goods": goods,
+        "orders": orders,
+        "chart": chart,
+        "payments": payments,
+        "bus": bus,
+        "health": health,
+        "redis": redis,
+        "sqlite": sqlite,
+        "jobs": jobs,
+    }
+    results = await asyncio.gather(*(fn() for fn in parts.values()), return_exceptions=True)
+    for name, result in zip(parts, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            snap.errors[name] = f"{result.__class__.__name__}: {result}"
+    return snap
+
+
+# -- actions ------------------------------------------------------------------------------------
+async def house_seller(shop: Shop) -> int:
+    """The account goods added from the dashboard are sold under (made on first use)."""
+    try:
+        return (await shop.users.find(HOUSE_SELLER)).user_id
+    except NotFound:
+        return await shop.users.add_user(
+            email=HOUSE_SELLER,
+            password=secrets.token_urlsafe(12)[:16],
+            user_name="Miri Seller",
+            phone_number="010-0000-0000",
+            address="Seoul",
+        )
+
+
+async def seed_goods(shop: Shop, count: int, seed: int | None = None) -> list[int]:
+    """``count`` plausible goods, as ``miri goods seed`` makes them."""
+    from miri.cli.goods import seed_item
+
+    rng = random.Random(seed)
+    seller_id = await house_seller(shop)
+    now = shop.clock.now()
+    items = [seed_item(rng, now) for _ in range(count)]
+    ids: list[int] = []
+    for start in range(0, count, 200):
+        made = await asyncio.gather(
+            *(shop.goods.register(seller_id, **i) for i in items[start : start + 200])
+        )
+        ids += [g.goods_id for g in made]
+    return ids
+
+
+async def open_sale_now(shop: Shop, goods_id: int) -> None:
+    """Clear the opening time: the goods are on sale from now on."""
+    goods = await shop.goods.get(goods_id)
+    await shop.goods.update(goods.seller_id, goods_id, {"reservation_start": None})
+
+
+def parse_opening(text: str, zone: tzinfo, now: datetime) -> datetime | None:
+    """Blank: open now. ``+30m`` / ``+2h`` / ``+1d``: from ``now``. Otherwise ISO-8601 (read in
+    the shop's zone when it has no offset)."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("+") and text[-1:] in {"m", "h", "d"} and text[1:-1].isdigit():
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[text[-1]]
+        return now + timedelta(**{unit: int(text[1:-1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("an ISO-8601 time (2026-11-23T10:00) or +30m / +2h / +1d") from None
+    return when if when.tzinfo else when.replace(tzinfo=zone)

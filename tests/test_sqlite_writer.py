@@ -1,0 +1,75 @@
+"""The group-commit writer: batched jobs, each all-or-nothing on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from miri.infra.sqlite import Database
+
+
+@pytest.fixture
+async def db(tmp_path):
+    database = Database(tmp_path / "w.sqlite3")
+    await database.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"))
+    yield database
+    await database.close()
+
+
+def rows(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    return [tuple(r) for r in conn.execute("SELECT k, v FROM t ORDER BY k")]
+
+
+async def test_a_job_that_fails_after_writing_is_undone_alone(db):
+    def good(n: int):
+        return lambda c: c.execute("INSERT INTO t VALUES (?, 'ok')", (n,)).lastrowid
+
+    def writes_then_fails(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (100, 'half')")
+        raise ValueError("refused after writing")
+
+    def fails_before_writing(c: sqlite3.Connection) -> None:
+        raise KeyError("refused before writing")
+
+    jobs = [good(1), writes_then_fails, good(2), fails_before_writing, good(3)] * 1
+    results = await asyncio.gather(*(db.write(j) for j in jobs), return_exceptions=True)
+    assert results[0] == 1 and results[2] == 2 and results[4] == 3
+    assert isinstance(results[1], ValueError) and isinstance(results[3], KeyError)
+    assert await db.read(rows) == [(1, "ok"), (2, "ok"), (3, "ok")]
+    assert db.batches >= 1
+
+
+async def test_a_constraint_violation_fails_only_its_job(db):
+    await db.write(lambda c: c.execute("INSERT INTO t VALUES (1, 'first')"))
+
+    def update_then_duplicate(c: sqlite3.Connection) -> None:
+        c.execute("UPDATE t SET v = 'changed' WHERE k = 1")
+        c.execute("INSERT INTO t VALUES (1, 'duplicate')")
+
+    results = await asyncio.gather(
+        db.write(update_then_duplicate),
+        db.write(lambda c: c.execute("INSERT INTO t VALUES (2, 'second')").rowcount),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], sqlite3.IntegrityError) and results[1] == 1
+    assert await db.read(rows) == [(1, "first"), (2, "second")]
+
+
+async def test_many_concurrent_jobs_share_few_commits(db):
+    await asyncio.gather(
+        *(
+            db.write(lambda c, n=n: c.execute("INSERT INTO t VALUES (?, 'x')", (n,)))
+            for n in range(2000)
+        )
+    )
+    assert len(await db.read(rows)) == 2000
+    assert db.batches < 2000 / 4  # grouped, not one commit per job
+
+
+async def test_closed_database_refuses_work(tmp_path):
+    database = Database(tmp_path / "c.sqlite3")
+    await database.close()
+    with pytest.raises(Exception, match="closed"):
+        await database.write(lambda c: None)
