@@ -48,10 +48,27 @@ def screen_text(app: DashboardApp) -> str:
 
 
 def svg_text(svg: str) -> str:
-    rows: dict[float, list[str]] = {}
-    for y, content in re.findall(r'<text [^>]*?y="([\d.]+)"[^>]*>(.*?)</text>', svg, re.S):
-        rows.setdefault(float(y), []).append(html.unescape(content).replace("\xa0", " "))
-    return "\n".join("".join(parts) for _, parts in sorted(rows.items()))
+    """The terminal's lines, rebuilt from the SVG: Rich clips each text run to its line and
+    places it at ``x`` = column x cell width (runs of blanks are left out, so place by ``x``)."""
+    pattern = (
+        r'<text [^>]*?x="([\d.]+)" y="[\d.]+" textLength="([\d.]+)"'
+        r'[^>]*?clip-path="url\(#terminal-\d+-line-(\d+)\)"[^>]*>(.*?)</text>'
+    )
+    runs = [
+        (float(x), float(length), int(line), html.unescape(content).replace("\xa0", " "))
+        for x, length, line, content in re.findall(pattern, svg, re.S)
+    ]
+    if not runs:
+        return ""
+    cell = min(length / len(text) for _, length, _, text in runs if text)
+    lines: dict[int, list[str]] = {}
+    for x, _, line, text in runs:
+        chars = lines.setdefault(line, [])
+        col = round(x / cell)
+        if len(chars) < col + len(text):
+            chars.extend(" " * (col + len(text) - len(chars)))
+        chars[col : col + len(text)] = list(text)
+    return "\n".join("".join(lines.get(n, [])).rstrip() for n in range(max(lines) + 1))
 
 
 def cells(table: DataTable, key: str) -> list[str]:

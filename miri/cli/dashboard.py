@@ -19,9 +19,10 @@ def dashboard(
 ) -> None:
     """Watch the shop live and act on it: goods, orders, payments, bus, jobs, health.
 
-    Works whether or not `miri serve` runs on the data dir. Keys: a add goods, s seed,
-    r restock, o open a sale now, c cancel an order item, j run a job, d replay dead letters,
-    b flash-sale benchmark, q quit; ctrl+p opens the command palette.
+    Works whether or not `miri serve` runs on the data dir.
+
+    Keys: a add goods, s seed, r restock, o open a sale now, c cancel an order item, j run a job,
+    d replay dead letters, b flash-sale benchmark, q quit; ctrl+p opens the command palette.
 
     Example: miri dashboard --data-dir ./shop-data --refresh 2
     """

@@ -328,6 +328,7 @@ class DashboardApp(App[None]):
     def action_add_goods(self) -> None:
         if self._need_shop() is None:
             return
+
         async def submit(values: dict[str, Any]) -> int:
             shop = self.shop
             if shop is None:
@@ -356,6 +357,7 @@ class DashboardApp(App[None]):
     def action_seed_goods(self) -> None:
         if self._need_shop() is None:
             return
+
         async def submit(values: dict[str, Any]) -> int:
             count = values["quantity"]
             if not 1 <= count <= 10_000:

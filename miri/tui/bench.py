@@ -77,7 +77,9 @@ class BenchRunner:
                 if self._cancelled:
                     raise asyncio.CancelledError()
                 self._loop = loop
-                self._task = loop.create_task(flash_sale(self.opts, Ui(console=_Say(self.say), progress=False)))
+                self._task = loop.create_task(
+                    flash_sale(self.opts, Ui(console=_Say(self.say), progress=False))
+                )
             return loop.run_until_complete(self._task)
         finally:
             try:
@@ -272,8 +274,10 @@ class BenchScreen(ModalScreen[dict[str, Any] | None]):
         from miri.bench import report
 
         self.result = out
+        runs = next(iter(out["strategies"].values())).get("run_details") or [{}]
+        sold = runs[-1].get("accepted_units")
         bar = self.query_one("#bench-progress", ProgressBar)
-        bar.update(total=bar.total or 1, progress=bar.total or 1)
+        bar.update(total=self.stock, progress=self.stock if sold is None else sold)
         verdict = "all checks pass" if out["passed"] else "A CHECK FAILED"
         self.set_phase(f"done: {verdict}")
         parts = [

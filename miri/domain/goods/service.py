@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
@@ -41,6 +42,7 @@ EDITABLE = ("name", "description", "price", "category", "reservation_start", "pe
 CACHE_MAX = 100_000
 SERVING = "miri:goods:serving:"  # one key per serving process, kept alive by its heartbeat
 SERVING_TTL = 30
+SOLD_OUT_MARK = 0.5  # seconds a sold-out answer is given without asking Redis
 _REFUSALS: dict[str, type[ShopError]] = {
     "SOLD_OUT": SoldOut,
     "SALE_NOT_OPEN": SaleNotOpen,
@@ -106,8 +108,14 @@ class GoodsService:
         clock: Clock,
         zone: tzinfo,
         seller_name: SellerName | None = None,
+        on_fast_sold_out: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
+        # Goods seen at stock 0, until when (monotonic): the futile requests after a sell-out
+        # are answered here without a Redis round trip. Short-lived, because stock another
+        # process gives back is only seen through Redis; cleared at once on a local release.
+        self._sold_out: dict[int, float] = {}
+        self._on_fast_sold_out = on_fast_sold_out
         self.live = live
         self._clock = clock
         self.zone = zone
@@ -246,6 +254,7 @@ class GoodsService:
         # SQLite first: if Redis then fails, Redis shows too little (the check repairs it),
         # never more than exists.
         await self._db.write(write)
+        self._sold_out.pop(goods_id, None)
         self._cache.pop(goods_id, None)
         stock = await self.live.restock(goods_id, quantity)
         if stock is None:  # Redis lost these goods: the rebuild already counts the restock
@@ -336,6 +345,7 @@ class GoodsService:
         if not wanted:
             raise ValidationFailed(data={"items": "nothing to reserve"})
         known = await self._known(list(wanted))
+        self._refuse_if_marked(known, wanted)
         pairs = list(wanted.items())
         now = self._clock.now().timestamp()
         for _ in range(3):
@@ -347,6 +357,8 @@ class GoodsService:
             raise Unavailable("the stock store keeps losing data; nothing was reserved")
         if answer.status != "OK":
             goods = known[pairs[answer.index][0]][0]
+            if answer.left == 0:
+                self._sold_out[goods.goods_id] = time.monotonic() + SOLD_OUT_MARK
             error = _REFUSALS[answer.status]
             raise error(f"{error.message}: {goods.name}", {"goodsId": goods.goods_id})
         stale = [
@@ -361,6 +373,24 @@ class GoodsService:
             known[gid] = await self._fetches.run(gid, lambda gid=gid: self._fetch(gid))
         return {gid: known[gid][0] for gid in wanted}
 
+    def _refuse_if_marked(
+        self, known: dict[int, tuple[Goods, str | None]], wanted: dict[int, int]
+    ) -> None:
+        if not self._sold_out:
+            return
+        now = time.monotonic()
+        for goods_id in wanted:
+            until = self._sold_out.get(goods_id)
+            if until is None:
+                continue
+            if until < now:
+                del self._sold_out[goods_id]
+                continue
+            if self._on_fast_sold_out:
+                self._on_fast_sold_out()
+            goods = known[goods_id][0]
+            raise SoldOut(f"{SoldOut.message}: {goods.name}", {"goodsId": goods_id})
+
     async def release(self, user_id: int, goods_id: int, quantity: int) -> None:
         """Give stock and the buyer's count back (cancel, abort, expiry, return).
 
@@ -369,6 +399,7 @@ class GoodsService:
         """
         if quantity < 1:
             raise ValidationFailed(data={"quantity": "quantity must be a positive integer"})
+        self._sold_out.pop(goods_id, None)
         if not await self.live.release(user_id, goods_id, quantity):
             log.info("release for goods %s: not in Redis; it is rebuilt from SQLite", goods_id)
 

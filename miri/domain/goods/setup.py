@@ -43,6 +43,7 @@ def build(shop: Shop, stack: AsyncExitStack) -> tuple[GoodsService, WishlistServ
         clock=shop.clock,
         zone=ZoneInfo(shop.settings.timezone),
         seller_name=seller_name,
+        on_fast_sold_out=shop.metrics.sold_out_fast.inc,
     )
     wishlist = WishlistService(db=shop.db, goods=goods, clock=shop.clock)
 

@@ -51,7 +51,7 @@ while a <= #ARGV do
     if limit > 0 and tonumber(redis.call('HGET', bk, user) or '0') + qty > limit then
       refusal = {'LIMIT_EXCEEDED', i}; break
     end
-    if tonumber(g[1]) < qty then refusal = {'SOLD_OUT', i}; break end
+    if tonumber(g[1]) < qty then refusal = {'SOLD_OUT', i, g[1]}; break end
     vers[i] = g[4] or ''
   end
   if refusal then
@@ -163,7 +163,8 @@ class Figures:
 class Reservation:
     status: str  # OK, MISSING, SALE_NOT_OPEN, LIMIT_EXCEEDED, SOLD_OUT
     index: int  # 0-based item the refusal is about
-    versions: list[str]
+    versions: list[str]  # OK: each item's goods version
+    left: int | None = None  # SOLD_OUT: the stock that was left for that item
 
 
 Call = tuple[list[str], list[Any], asyncio.Future]
@@ -264,6 +265,8 @@ class LiveStock:
             args += [goods_id, qty]
         answer = await self._reserve(keys, args)
         status, index = answer[0], int(answer[1])
+        if status == "SOLD_OUT":
+            return Reservation(status, index - 1, [], int(answer[2]))
         return Reservation(status, max(index - 1, 0), [str(v) for v in answer[2:]])
 
     async def release(self, user_id: int, goods_id: int, qty: int) -> bool:
