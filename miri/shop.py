@@ -125,6 +125,7 @@ async def open_shop(
             await goods_setup.start_background(shop.goods, stack, settings.stock_sync_interval)
         if background:
             await shop.bus.start()
-            shop.jobs.start()
-            stack.push_async_callback(shop.jobs.stop)
+            if settings.worker_index == 0:  # one scheduler per data dir
+                shop.jobs.start()
+                stack.push_async_callback(shop.jobs.stop)
         yield shop

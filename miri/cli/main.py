@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -51,17 +51,24 @@ def serve(
     data_dir: DataDir = None,
     redis_url: RedisUrl = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Server processes sharing the port.")
+    ] = None,
+    reuse_port: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Serve the HTTP API until SIGINT or SIGTERM.
 
-    Example: miri serve --port 8080 --data-dir ./shop-data
+    Example: miri serve --port 8080 --data-dir ./shop-data --workers 2
     """
+    from miri.server.presence import announce
     from miri.server.runner import serve as run_server
+    from miri.server.workers import supervise
 
-    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url)
+    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url, workers=workers)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
 
     def ready(url: str) -> None:
         console.print(f"[bold green]Miri {__version__}[/] listening on [bold]{url}[/]")
@@ -69,11 +76,26 @@ def serve(
         redis = settings.redis_url or f"embedded ({settings.redis_dir})"
         console.print(f"redis: {redis}", soft_wrap=True)
 
+    if settings.workers > 1 and not reuse_port:
+        code = supervise(
+            settings, settings.workers, access_log=access_log, ready=ready, announce=announce
+        )
+        raise typer.Exit(code)
     try:
-        asyncio.run(run_server(settings, access_log=access_log, ready=ready))
+        run_loop(run_server(settings, access_log=access_log, ready=ready, reuse_port=reuse_port))
     except OSError as exc:
         console.print(f"[red]cannot serve:[/] {exc}")
         raise typer.Exit(1) from None
+
+
+def run_loop(main: Any) -> None:
+    """uvloop where it is installed (a faster event loop), asyncio's own otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 @app.command()

@@ -74,8 +74,11 @@ async def serve(
         if ready:
             ready(url)
         try:
-            with announce(settings.data_dir, url):  # what `miri dashboard` looks for
+            if reuse_port:  # a worker of `serve --workers N`: the supervisor announces
                 await stop.wait()
+            else:
+                with announce(settings.data_dir, url):  # what `miri dashboard` looks for
+                    await stop.wait()
         finally:
             log.info("shutting down")
             await runner.cleanup()
