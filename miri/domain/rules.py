@@ -8,12 +8,16 @@ from __future__ import annotations
 import re
 
 # Used with fullmatch: ``$`` would also accept a trailing newline.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_PASSWORD = re.compile(r"[A-Za-z0-9!@#$%^&*()\-_=+\[\]{}|;:'\",.<>/?]{10,20}")
-_PHONE = re.compile(r"[0-9]{3}-[0-9]{4}-[0-9]{4}")
-_HANGUL = "가-힣ㄱ-ㅎㅏ-ㅣ"
-_ADDRESS = re.compile(rf"[A-Za-z{_HANGUL}0-9 \-_.,#]{{1,50}}")
-_USER_NAME = re.compile(rf"[A-Za-z{_HANGUL} ]{{1,20}}")
+# The patterns are also the OpenAPI document's (miri/server/models.py), anchored there.
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+PASSWORD_PATTERN = r"""[A-Za-z0-9!@#$%^&*()\-_=+\[\]{}|;:'",.<>/?]{10,20}"""
+PHONE_PATTERN = r"[0-9]{3}-[0-9]{4}-[0-9]{4}"
+HANGUL = "가-힣ㄱ-ㅎㅏ-ㅣ"
+_EMAIL = re.compile(EMAIL_PATTERN)
+_PASSWORD = re.compile(PASSWORD_PATTERN)
+_PHONE = re.compile(PHONE_PATTERN)
+_ADDRESS = re.compile(rf"[A-Za-z{HANGUL}0-9 \-_.,#]{{1,50}}")
+_USER_NAME = re.compile(rf"[A-Za-z{HANGUL} ]{{1,20}}")
 
 
 def email(value: str) -> str:

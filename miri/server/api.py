@@ -145,7 +145,10 @@ class Api:
 def register(app: web.Application, apis: list[Api]) -> None:
     for api in apis:
         for r in api.routes:
-            app.router.add_route(r.method, r.path, r.handler, name=f"{r.tag}.{r.handler.__name__}")
+            # Ids are digits: "/api/auth/orders/from-wishlist" must not also match
+            # "/api/auth/orders/{orderDetailId}", or a 405 would advertise that route's GET.
+            path = _PARAM.sub(r"{\1:[0-9]+}", r.path)
+            app.router.add_route(r.method, path, r.handler, name=f"{r.tag}.{r.handler.__name__}")
 
 
 # -- OpenAPI --------------------------------------------------------------------------------------

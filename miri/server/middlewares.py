@@ -6,7 +6,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 
 import redis.exceptions
 from aiohttp import web
@@ -18,6 +17,7 @@ from miri.domain.errors import (
     ShopError,
     Unauthenticated,
 )
+from miri.domain.events import new_event_id
 from miri.infra.sqlite import DatabaseUnavailable
 from miri.server.api import fail, status_of
 from miri.server.keys import METRICS, SHOP
@@ -45,7 +45,7 @@ def _shop_error(exc: ShopError) -> web.Response:
 async def envelope(request: web.Request, handler) -> web.StreamResponse:
     """Request id on every answer; every failure in the envelope; never a bare 500."""
     given = request.headers.get("X-Request-Id", "")
-    rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    rid = given if given and _REQUEST_ID.match(given) else new_event_id()
     request["request_id"] = rid
     try:
         response = await handler(request)

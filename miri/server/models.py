@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictStr,
+    WithJsonSchema,
+)
 
 from miri.domain import rules
 
@@ -16,11 +25,62 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, str_max_length=1000)
 
 
-Email = Annotated[StrictStr, AfterValidator(rules.email)]
-Password = Annotated[StrictStr, AfterValidator(rules.password)]
-PhoneNumber = Annotated[StrictStr, AfterValidator(rules.phone_number)]
-Address = Annotated[StrictStr, AfterValidator(rules.address)]
-UserName = Annotated[StrictStr, AfterValidator(rules.user_name)]
+def text(pattern: str | None = None, **bounds: int) -> WithJsonSchema:
+    """The OpenAPI description of a string that a rule function checks.
+
+    The rules (``miri.domain.rules``) give the messages clients see; this says the same in JSON
+    Schema so that whatever the schema allows is accepted and the rest refused (schemathesis
+    checks both directions).
+    """
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    schema.update({"minLength" if k == "min" else "maxLength": v for k, v in bounds.items()})
+    return WithJsonSchema(schema)
+
+
+def integer(minimum: int, maximum: int) -> WithJsonSchema:
+    return WithJsonSchema({"type": "integer", "minimum": minimum, "maximum": maximum})
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 5.0 as an integer; so does the shop. 5.5, "5" and true are refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def schema_of(annotated: Any) -> WithJsonSchema:
+    """The documented schema of an annotated type, to reuse on ``X | None`` fields that take
+    null only to explain why not (the service answers "cannot be null")."""
+    return next(m for m in annotated.__metadata__ if isinstance(m, WithJsonSchema))
+
+
+def at_least_one(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` for edit bodies: no defaults shown, at least one field given."""
+    props = schema.get("properties", {})
+    for prop in props.values():
+        prop.pop("default", None)
+    schema["anyOf"] = [{"required": [name]} for name in props]
+
+
+# A JSON integer: strict (no strings, no booleans), but 5.0 is 5.
+Int = Annotated[int, BeforeValidator(_integral), Strict()]
+
+_LETTERS = "A-Za-z" + rules.HANGUL
+Email = Annotated[StrictStr, AfterValidator(rules.email), text(f"^{rules.EMAIL_PATTERN}$", max=30)]
+Password = Annotated[StrictStr, AfterValidator(rules.password), text(f"^{rules.PASSWORD_PATTERN}$")]
+PhoneNumber = Annotated[
+    StrictStr, AfterValidator(rules.phone_number), text(f"^{rules.PHONE_PATTERN}$")
+]
+Address = Annotated[
+    StrictStr,
+    AfterValidator(rules.address),
+    text(f"^ *[{_LETTERS}0-9\\-_.,#][{_LETTERS}0-9 \\-_.,#]*$", max=50),
+]
+UserName = Annotated[
+    StrictStr, AfterValidator(rules.user_name), text(f"^ *[{_LETTERS}][{_LETTERS} ]*$", max=20)
+]
 
 
 class Paging(BaseModel):

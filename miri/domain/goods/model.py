@@ -59,18 +59,23 @@ def iso(when: datetime | None, zone: tzinfo) -> str | None:
 
 
 # -- field rules: each raises ValueError with the message a client sees ----------------------------
+# What ``str.strip()`` removes, as a regex class body (the OpenAPI document uses it).
+WHITESPACE = (
+    "\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+
+
+# Lengths count what the client sent; the stored value is stripped and must not be empty.
 def goods_name(value: str) -> str:
-    value = value.strip()
-    if not 1 <= len(value) <= 20:
+    if not 1 <= len(value) <= 20 or not value.strip():
         raise ValueError("goodsName must be 1 to 20 characters")
-    return value
+    return value.strip()
 
 
 def description(value: str, minimum: int = 1) -> str:
-    value = value.strip()
-    if not minimum <= len(value) <= 255:
+    if len(value) > 255 or len(value.strip()) < minimum:
         raise ValueError(f"goodsDescription must be {minimum} to 255 characters")
-    return value
+    return value.strip()
 
 
 def price(value: int) -> int:
@@ -112,6 +117,7 @@ def wish_quantity(value: int) -> int:
 def parse_time(value: str) -> datetime:
     """ISO-8601; a time without offset stays naive here and is read in the shop's zone later."""
     try:
-        return datetime.fromisoformat(value.strip())
+        # RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
+        return datetime.fromisoformat(value.strip().upper())
     except ValueError:
         raise ValueError("must be an ISO-8601 time such as 2026-11-23T10:00:00+09:00") from None

@@ -25,6 +25,7 @@ from miri.infra.crypto import FieldCipher, sha256_hex
 from miri.infra.mail import Mailer, MailUnavailable
 from miri.infra.passwords import PasswordHasher
 from miri.infra.ratelimit import RateLimiter
+from miri.infra.redis import BatchedGet
 from miri.infra.sqlite import Database
 from miri.infra.tokens import Claims, InvalidToken, TokenService
 
@@ -84,6 +85,7 @@ class UserService:
     ) -> None:
         self._db = db
         self._redis = redis
+        self._get = BatchedGet(redis)
         self._cipher = cipher
         self._hasher = hasher
         self.tokens = tokens
@@ -329,7 +331,7 @@ class UserService:
             claims = self.tokens.decode(token)
         except InvalidToken as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
-        denied, valid_after = await self._redis.mget(
+        denied, valid_after = await self._get(
             _deny_key(claims.jti), _valid_after_key(claims.user_id)
         )
         if denied is not None:

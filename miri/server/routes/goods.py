@@ -5,27 +5,61 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    WithJsonSchema,
+    model_validator,
+)
 
 from miri.domain.goods import model
 from miri.server.api import Api, ok, path_id
 from miri.server.keys import SHOP
-from miri.server.models import Body, Page, Paging, page_of
+from miri.server.models import (
+    Body,
+    Int,
+    Page,
+    Paging,
+    at_least_one,
+    integer,
+    page_of,
+    schema_of,
+    text,
+)
 
 api = Api("goods")
 
-GoodsName = Annotated[StrictStr, AfterValidator(model.goods_name)]
-Description = Annotated[StrictStr, AfterValidator(model.description)]
-LongDescription = Annotated[StrictStr, AfterValidator(lambda v: model.description(v, 10))]
-Price = Annotated[StrictInt, AfterValidator(model.price)]
-Stock = Annotated[StrictInt, AfterValidator(model.stock_quantity)]
-Category = Annotated[StrictStr, AfterValidator(model.category), Field(examples=model.CATEGORIES)]
+_WS, _TEXT = f"[{model.WHITESPACE}]", f"[^{model.WHITESPACE}]"
+GoodsName = Annotated[StrictStr, AfterValidator(model.goods_name), text(_TEXT, min=1, max=20)]
+Description = Annotated[StrictStr, AfterValidator(model.description), text(_TEXT, max=255)]
+LongDescription = Annotated[  # on edits: at least 10 characters once trimmed
+    StrictStr,
+    AfterValidator(lambda v: model.description(v, 10)),
+    text(f"^{_WS}*{_TEXT}[\\s\\S]{{8,}}{_TEXT}{_WS}*$", max=255),
+]
+Price = Annotated[Int, AfterValidator(model.price), integer(0, model.MAX_PRICE)]
+Stock = Annotated[Int, AfterValidator(model.stock_quantity), integer(0, model.MAX_STOCK)]
+Category = Annotated[
+    StrictStr,
+    AfterValidator(model.category),
+    WithJsonSchema({"type": "string", "enum": list(model.CATEGORIES)}),
+]
 StartTime = Annotated[
     StrictStr,
     AfterValidator(model.parse_time),
-    Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-23T10:00:00+09:00"]),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "must be in the future; without an offset, read in the shop's zone",
+            "examples": ["2026-11-23T10:00:00+09:00"],
+        }
+    ),
 ]
-BuyerLimit = Annotated[StrictInt, AfterValidator(model.per_buyer_limit)]
+BuyerLimit = Annotated[Int, AfterValidator(model.per_buyer_limit), integer(1, model.MAX_LIMIT)]
 
 # API field -> service keyword, for edits.
 _EDITS = {
@@ -51,10 +85,13 @@ class NewGoods(Body):
 class GoodsPatch(Body):
     """Any of the fields; ``reservationStartTime`` or ``perBuyerLimit`` null clears them."""
 
-    goodsName: GoodsName | None = None
-    goodsDescription: LongDescription | None = None
-    goodsPrice: Price | None = None
-    category: Category | None = None
+    model_config = ConfigDict(json_schema_extra=at_least_one)
+
+    # null is not a value for these (the service says "cannot be null"), so not in the schema.
+    goodsName: Annotated[GoodsName | None, schema_of(GoodsName)] = None
+    goodsDescription: Annotated[LongDescription | None, schema_of(LongDescription)] = None
+    goodsPrice: Annotated[Price | None, schema_of(Price)] = None
+    category: Annotated[Category | None, schema_of(Category)] = None
     reservationStartTime: StartTime | None = None
     perBuyerLimit: BuyerLimit | None = None
 
@@ -66,7 +103,7 @@ class GoodsPatch(Body):
 
 
 class RestockBody(Body):
-    quantity: Annotated[StrictInt, AfterValidator(model.restock_quantity)]
+    quantity: Annotated[Int, AfterValidator(model.restock_quantity), integer(1, model.MAX_STOCK)]
 
 
 class GoodsQuery(Paging):

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from miri.server.api import Api, ok
 from miri.server.keys import SHOP
-from miri.server.models import Address, Body, Email, Password, PhoneNumber, UserName
+from miri.server.models import (
+    Address,
+    Body,
+    Email,
+    Password,
+    PhoneNumber,
+    UserName,
+    at_least_one,
+    schema_of,
+)
 
 log = logging.getLogger(__name__)
 api = Api("users")
@@ -36,8 +45,10 @@ class LoginBody(Body):
 
 
 class ProfilePatch(Body):
-    phoneNumber: PhoneNumber | None = None
-    address: Address | None = None
+    model_config = ConfigDict(json_schema_extra=at_least_one)
+
+    phoneNumber: Annotated[PhoneNumber | None, schema_of(PhoneNumber)] = None
+    address: Annotated[Address | None, schema_of(Address)] = None
 
     @model_validator(mode="after")
     def needs_a_field(self) -> ProfilePatch:

@@ -5,20 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, Field
 
 from miri.domain.goods import model
 from miri.server.api import Api, ok, path_id
 from miri.server.keys import SHOP
-from miri.server.models import Body, Page, Paging, page_of
+from miri.server.models import Body, Int, Page, Paging, integer, page_of
 
 api = Api("wishlist")
 
-Quantity = Annotated[StrictInt, AfterValidator(model.wish_quantity)]
+Quantity = Annotated[
+    Int, AfterValidator(model.wish_quantity), integer(1, model.MAX_WISH_QUANTITY)
+]
 
 
 class WishBody(Body):
-    goodsId: StrictInt = Field(ge=1)
+    goodsId: Int = Field(ge=1, le=2**53)
     goodsQuantity: Quantity
 
 
