@@ -27,6 +27,8 @@ def doctor(
     """Check that live stock = stock total - active ordered quantity, for every goods.
 
     Exits 1 when a mismatch is left (after --repair: when the repair did not fix it).
+
+    Example: miri doctor --data-dir ./shop-data --json
     """
     settings = settings_for(data_dir, redis_url=redis_url)
 

@@ -96,7 +96,10 @@ def list_goods(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """List goods, newest first, with live stock."""
+    """List goods, newest first, with live stock.
+
+    Example: miri goods list --category BEAUTY --q tint
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     cat = category.upper() if category else None
     if cat is not None and cat not in CATEGORIES:
@@ -116,7 +119,10 @@ def show(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Show one goods with seller, live stock and whether its sale is open."""
+    """Show one goods with seller, live stock and whether its sale is open.
+
+    Example: miri goods show 3 --json
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     emit(run(lambda shop: shop.goods.detail(goods_id), settings), as_json, _detail_table)
 
@@ -136,7 +142,10 @@ def update(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Edit goods on the seller's behalf (same rules as the API)."""
+    """Edit goods on the seller's behalf (same rules as the API).
+
+    Example: miri goods update 3 --price 12000 --open-now
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     changes: dict[str, Any] = {}
     for key, value in (
@@ -169,7 +178,10 @@ def restock(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Add stock (as an administrator); prints the live stock after it."""
+    """Add stock (as an administrator); prints the live stock after it.
+
+    Example: miri goods restock 3 500
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     stock = run(lambda shop: shop.goods.restock(0, True, goods_id, quantity), settings)
     emit({"goodsId": goods_id, "stockQuantity": stock}, as_json, lambda d: d["stockQuantity"])
@@ -232,7 +244,10 @@ def seed(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Fill the catalogue with realistic goods; about 30% open their sale in the future."""
+    """Fill the catalogue with realistic goods; about 30% open their sale in the future.
+
+    Example: miri goods seed --count 50
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     rng = random.Random(random_seed)
 

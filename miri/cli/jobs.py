@@ -16,7 +16,10 @@ app = typer.Typer(help="List the scheduled jobs or run one now.", no_args_is_hel
 
 @app.command("list")
 def list_jobs(data_dir: DataDir = None, redis_url: RedisUrl = None, as_json: Json = False) -> None:
-    """Every job with its schedule and next run."""
+    """Every job with its schedule and next run.
+
+    Example: miri jobs list --json
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def work(shop: Shop) -> list[dict[str, Any]]:

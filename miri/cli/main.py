@@ -10,7 +10,7 @@ import typer
 
 from miri import __version__
 from miri.cli import bench, bus, dashboard, doctor, goods, jobs, orders, users
-from miri.cli.common import DataDir, RedisUrl, console, run, settings_for
+from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for
 
 app = typer.Typer(
     name="miri",
@@ -99,14 +99,20 @@ def run_loop(main: Any) -> None:
 
 
 @app.command()
-def init(data_dir: DataDir = None, redis_url: RedisUrl = None) -> None:
-    """Create the data dir, its keys, the database and the embedded Redis, then exit."""
+def init(data_dir: DataDir = None, redis_url: RedisUrl = None, as_json: Json = False) -> None:
+    """Create the data dir, its keys, the database and the embedded Redis, then exit.
+
+    Example: miri init --data-dir ./shop-data
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def check(shop):  # type: ignore[no-untyped-def]
         return await shop.health()
 
     report = run(check, settings)
+    if as_json:
+        emit({"dataDir": str(settings.data_dir), **report}, True, str)
+        return
     console.print(f"data dir ready: {settings.data_dir}")
     console.print(f"database: {report['database']}, redis: {report['redis']}")
 

@@ -99,7 +99,10 @@ def list_orders(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """List order items, newest first."""
+    """List order items, newest first.
+
+    Example: miri order list --status PAYMENT_PENDING --goods 3
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def work(shop: Shop) -> tuple[list[dict[str, Any]], int]:
@@ -127,7 +130,10 @@ def show(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Show one order item."""
+    """Show one order item.
+
+    Example: miri order show 42 --json
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     found = run(lambda shop: shop.orders.get(None, item), settings)
     emit(found, as_json, lambda d: table(f"Order item {item}", ["field", "value"], d.items()))
@@ -140,7 +146,10 @@ def cancel(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Cancel an item that has not shipped: stock back, payment refunded."""
+    """Cancel an item that has not shipped: stock back, payment refunded.
+
+    Example: miri order cancel 42
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def work(shop: Shop) -> dict[str, Any]:
@@ -159,7 +168,10 @@ def return_item(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Ask for the return of a delivered item (within a day of delivery)."""
+    """Ask for the return of a delivered item (within a day of delivery).
+
+    Example: miri order return 42 --reason "The size does not fit"
+    """
     if not 10 <= len(reason) <= 50:
         raise typer.BadParameter("the reason must be 10 to 50 characters", param_hint="--reason")
     settings = settings_for(data_dir, redis_url=redis_url)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for, table
+from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, table
+from miri.shop import Shop
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 
@@ -51,7 +52,10 @@ def list_users(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """List accounts, newest first."""
+    """List accounts, newest first.
+
+    Example: miri user list --size 20 --json
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     profiles, total = run(lambda shop: shop.users.list(page, size), settings)
     data = {"items": [p.to_api() for p in profiles], "totalItems": total}
@@ -76,7 +80,10 @@ def show(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Show one account."""
+    """Show one account.
+
+    Example: miri user show kim@example.com
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
     profile = run(lambda shop: shop.users.find(who), settings)
     emit(
@@ -90,12 +97,28 @@ def token(
     who: Annotated[str, typer.Argument(help="Email or user id.")],
     data_dir: DataDir = None,
     redis_url: RedisUrl = None,
+    as_json: Json = False,
 ) -> None:
-    """Print a fresh access token for an account (for operators and benchmarks)."""
+    """Print a fresh access token for an account (for operators and benchmarks).
+
+    Example: TOKEN=$(miri token kim@example.com)
+    """
     settings = settings_for(data_dir, redis_url=redis_url)
 
-    async def issue(shop):  # type: ignore[no-untyped-def]
+    async def issue(shop: Shop) -> dict[str, object]:
         profile = await shop.users.find(who)
-        return shop.users.issue_token(profile.user_id, profile.role)
+        token = shop.users.issue_token(profile.user_id, profile.role)
+        return {
+            "accessToken": token,
+            "tokenType": "Bearer",
+            "userId": profile.user_id,
+            "role": profile.role,
+            "expiresIn": shop.settings.token_ttl,
+        }
 
-    console.print(run(issue, settings), soft_wrap=True)
+    issued = run(issue, settings)
+    if as_json:
+        emit(issued, True, str)
+    else:
+        # Plain, so $(miri token ...) captures exactly the token.
+        print(issued["accessToken"])

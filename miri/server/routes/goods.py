@@ -55,7 +55,7 @@ StartTime = Annotated[
             "type": "string",
             "format": "date-time",
             "description": "must be in the future; without an offset, read in the shop's zone",
-            "examples": ["2026-11-23T10:00:00+09:00"],
+            "examples": ["2030-11-23T10:00:00+09:00"],
         }
     ),
 ]

@@ -13,20 +13,24 @@ from miri.domain.errors import RateLimited, ValidationFailed
 from miri.domain.orders.service import Idempotency
 from miri.server.api import Api, ok, path_id
 from miri.server.keys import SHOP
-from miri.server.models import Address, Body, Int, Page, Paging, page_of
+from miri.server.models import Address, Body, Int, Page, Paging, integer, page_of
 
 api = Api("orders")
 MAX_QUANTITY = 1_000_000
+MAX_ID = 2**53
+
+
+Id = Annotated[Int, Field(ge=1, le=MAX_ID), integer(1, MAX_ID)]
 
 
 class OrderBody(Body):
-    goodsId: Int = Field(ge=1, le=2**53)
-    quantity: Int = Field(ge=1, le=MAX_QUANTITY)
+    goodsId: Id
+    quantity: Annotated[Int, Field(ge=1, le=MAX_QUANTITY), integer(1, MAX_QUANTITY)]
     address: Address
 
 
 class WishlistOrderBody(Body):
-    wishListIds: list[Annotated[Int, Field(ge=1, le=2**53)]] = Field(min_length=1, max_length=100)
+    wishListIds: list[Id] = Field(min_length=1, max_length=100)
     address: Address
 
 

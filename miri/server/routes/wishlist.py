@@ -20,7 +20,7 @@ Quantity = Annotated[
 
 
 class WishBody(Body):
-    goodsId: Int = Field(ge=1, le=2**53)
+    goodsId: Annotated[Int, Field(ge=1, le=2**53), integer(1, 2**53)]
     goodsQuantity: Quantity
 
 
