@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 EMAIL = "fuzz@example.com"
+ADMIN = "admin@example.com"
 PASSWORD = "password123!"
 # Cheap hashing, no rate limits: the fuzzer logs in for every request.
 SERVER_ENV = {
@@ -38,6 +39,21 @@ SERVER_ENV = {
     "MIRI_PAYMENT_DELAY": "0.01",
 }
 CHECKS = "all"
+# Operations that refuse some schema-valid bodies with 400 because of state no schema can
+# describe: a sign-up token that was never mailed, a wrong current password, a restock or a
+# wishlist addition that would take a running total past its cap. For these alone, 400 is an
+# expected answer to valid data; every other check still applies to them.
+CONFIG = """
+[[operations]]
+include-name = [
+  "POST /api/users",
+  "PATCH /api/auth/users/change-password",
+  "POST /api/auth/goods/{goodsId}/restock",
+  "POST /api/auth/wishlist",
+  "PATCH /api/auth/wishlist/{wishListId}",
+]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+"""
 
 
 # -- the schemathesis hooks (loaded inside `st run`) ----------------------------------------------
@@ -51,8 +67,9 @@ def _register_hooks() -> None:
     @schemathesis.auth(refresh_interval=None)  # no caching: logout revokes what it used
     class FreshToken:
         def get(self, case: Any, ctx: Any) -> str:
+            email = ADMIN if case.path.startswith("/api/admin/") else EMAIL
             resp = requests.post(
-                f"{base}/api/login", json={"email": EMAIL, "password": PASSWORD}, timeout=10
+                f"{base}/api/login", json={"email": email, "password": PASSWORD}, timeout=10
             )
             resp.raise_for_status()
             return resp.json()["data"]["accessToken"]
@@ -97,7 +114,7 @@ async def _prepare(data_dir: Path) -> None:
         common = {"user_name": "Fuzz", "phone_number": "010-1111-2222", "address": "Seoul 1"}
         buyer = await shop.users.add_user(email=EMAIL, password=PASSWORD, **common)
         await shop.users.add_user(
-            email="admin@example.com", password=PASSWORD, role="ADMIN", **common
+            email=ADMIN, password=PASSWORD, role="ADMIN", **common
         )
         ids = []
         for n in range(5):
@@ -162,7 +179,10 @@ def run(
         base = f"http://127.0.0.1:{port}"
         server = _start_server(data_dir, port)
         try:
-            cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json"]
+            config = Path(tmp) / "schemathesis.toml"
+            config.write_text(CONFIG)
+            cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config)]
+            cmd += ["run", f"{base}/openapi.json"]
             cmd += ["--checks", CHECKS, "--max-examples", str(max_examples)]
             cmd += ["--max-time", str(max_time), "--workers", str(workers)]
             cmd += ["--request-timeout", "10", "--max-failures", "20"]

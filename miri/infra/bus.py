@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Event], Awaitable[None]]
 
 POLL_INTERVAL = 0.5  # seconds between looks for rows written by other processes
+BUSY_BACKLOG = 64  # writer jobs queued: above this, background deliveries hold back
+BUSY_CLAIMS = 16  # deliveries claimed per cycle while the writer is that busy
 REAP_INTERVAL = 10.0  # seconds between looks for claims held by dead processes
 GAUGE_INTERVAL = 1.0  # seconds between metric gauge refreshes while busy
 ERROR_LIMIT = 2000  # characters of a handler's error kept in last_error
@@ -390,6 +392,10 @@ class Bus:
         """
         outcomes, self._outcomes = self._outcomes, []
         room = self.max_in_flight - len(self._tasks)
+        if self.db.backlog > BUSY_BACKLOG:
+            # The writer is saturated (a sale is on): deliveries run behind the answers, so
+            # they yield to the order path and catch up when the rush is over.
+            room = min(room, BUSY_CLAIMS)
         limit = room if self._handlers else 0
         if not outcomes and limit <= 0:
             if not self._tasks:

@@ -126,6 +126,7 @@ class Database:
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="miri-sqlite-reader")
         self._closed = False
         self.batches = 0
+        self._in_batch = 0
         self.jobs = 0
         self._writer.start()
 
@@ -138,6 +139,11 @@ class Database:
         future = loop.create_future()
         self._queue.put(_Pending(fn, future, loop))
         return await future
+
+    @property
+    def backlog(self) -> int:
+        """Write jobs queued or in the batch being written (how busy the writer is)."""
+        return self._queue.qsize() + self._in_batch
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a read-only connection in the reader pool."""
@@ -190,7 +196,9 @@ class Database:
                     stop = True
                     break
                 batch.append(item)
+            self._in_batch = len(batch)
             self._run_batch(batch)
+            self._in_batch = 0
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         """Run ``batch`` in one transaction; a job that fails after writing is undone alone.

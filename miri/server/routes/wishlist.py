@@ -14,9 +14,7 @@ from miri.server.models import Body, Int, Page, Paging, integer, page_of
 
 api = Api("wishlist")
 
-Quantity = Annotated[
-    Int, AfterValidator(model.wish_quantity), integer(1, model.MAX_WISH_QUANTITY)
-]
+Quantity = Annotated[Int, AfterValidator(model.wish_quantity), integer(1, model.MAX_WISH_QUANTITY)]
 
 
 class WishBody(Body):
