@@ -78,6 +78,13 @@ def _register_hooks() -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
     @schemathesis.hook
+    def filter_body(ctx: Any, body: Any) -> bool:
+        # The edit bodies say "at least one field" with minProperties and anyOf-required, which
+        # the coverage phase does not honour: it sends {} as valid. The shop answers 400 (as
+        # its own tests require), so {} is left out here.
+        return not (body == {} and ctx.operation.method.upper() == "PATCH")
+
+    @schemathesis.hook
     def map_body(ctx: Any, body: Any) -> Any:
         # "in the future" is a rule of the shop's clock, not of the schema: a valid time in the
         # past is refused with 400, so valid bodies get a time that stays in the future.

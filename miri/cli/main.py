@@ -55,6 +55,13 @@ def serve(
         int | None, typer.Option(min=1, max=64, help="Server processes sharing the port.")
     ] = None,
     reuse_port: Annotated[bool, typer.Option(hidden=True)] = False,
+    redis_replica: Annotated[
+        bool,
+        typer.Option(
+            "--redis-replica",
+            help="Start an embedded replica of the embedded Redis and read listing stock from it.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API until SIGINT or SIGTERM.
 
@@ -64,7 +71,14 @@ def serve(
     from miri.server.runner import serve as run_server
     from miri.server.workers import supervise
 
-    settings = settings_for(data_dir, host=host, port=port, redis_url=redis_url, workers=workers)
+    settings = settings_for(
+        data_dir,
+        host=host,
+        port=port,
+        redis_url=redis_url,
+        workers=workers,
+        redis_replica=redis_replica or None,
+    )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

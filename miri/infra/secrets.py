@@ -46,3 +46,15 @@ def jwt_secret(settings: Settings) -> str:
 
 def data_key(settings: Settings) -> str:
     return settings.data_key or _read_or_create(settings.data_dir / "keys" / "data.key")
+
+
+def redis_password(settings: Settings, *, create: bool) -> str | None:
+    """The embedded Redis's password: made when it must listen on TCP (for a replica).
+
+    Over the unix socket (mode 0700) no password is needed; a loopback TCP port is open to every
+    local user, so from then on every client of that data dir authenticates.
+    """
+    path = settings.data_dir / "keys" / "redis.key"
+    if create:
+        return _read_or_create(path)
+    return _read(path) if path.exists() else None

@@ -62,6 +62,7 @@ def at_least_one(schema: dict[str, Any]) -> None:
     for prop in props.values():
         prop.pop("default", None)
     schema["anyOf"] = [{"required": [name]} for name in props]
+    schema["minProperties"] = 1  # says the same, for tools that skip ``anyOf``
 
 
 # A JSON integer: strict (no strings, no booleans), but 5.0 is 5.

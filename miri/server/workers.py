@@ -94,6 +94,8 @@ def supervise(
         base += ["--redis-url", settings.redis_url]
     if not access_log:
         base.append("--no-access-log")
+    if settings.redis_replica:
+        base.append("--redis-replica")
     pool = []
     for index in range(workers):
         env = {**os.environ, "MIRI_WORKER_INDEX": str(index)}

@@ -24,13 +24,13 @@ MY_PAGE_SIZE = 10
 def build(shop: Shop, stack: AsyncExitStack) -> tuple[GoodsService, WishlistService]:
     """The goods and wishlist services, and their parts of "my page".
 
-    With ``redis_replica_url`` set, stock shown in listings, goods pages and the wishlist is
+    With a replica (``serve --redis-replica`` or ``redis_replica_url``), stock shown in listings, goods pages and the wishlist is
     read from that replica (it may trail the primary by the replication lag, typically well
     under a millisecond on one host); reservations, releases, the stock endpoint and the
     stock check always use the primary.
     """
-    reader = None
-    if shop.settings.redis_replica_url:
+    reader = shop.redis.replica  # the embedded replica (`serve --redis-replica`), if any
+    if reader is None and shop.settings.redis_replica_url:
         reader = redis_client(shop.settings.redis_replica_url)
         stack.push_async_callback(reader.aclose)
 

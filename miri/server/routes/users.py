@@ -7,7 +7,7 @@ import logging
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from miri.server.api import Api, ok
 from miri.server.keys import SHOP
@@ -49,6 +49,13 @@ class ProfilePatch(Body):
 
     phoneNumber: Annotated[PhoneNumber | None, schema_of(PhoneNumber)] = None
     address: Annotated[Address | None, schema_of(Address)] = None
+
+    @field_validator("phoneNumber", "address")
+    @classmethod
+    def not_null(cls, value: str | None) -> str:
+        if value is None:  # only an explicit null gets here (defaults are not validated)
+            raise ValueError("cannot be null; leave the field out to keep it")
+        return value
 
     @model_validator(mode="after")
     def needs_a_field(self) -> ProfilePatch:
