@@ -19,7 +19,7 @@ _COUNTER = itertools.count()
 
 
 def new_event_id() -> str:
-    return f"{_PREFIX}{next(_COUNTER):012x}"
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 @dataclass(frozen=True, kw_only=True)
