@@ -206,7 +206,8 @@ def seed_item(rng: random.Random, now: datetime) -> dict[str, Any]:
     noun = rng.choice(_NAMES[category])
     name = f"{rng.choice(_WORDS)} {noun}"
     low, high = _PRICES[category]
-    opens = now + timedelta(hours=rng.randint(1, 72)) if rng.random() < 0.3 else None
+    on_the_hour = now.replace(minute=0, second=0, microsecond=0)  # sales open on the hour
+    opens = on_the_hour + timedelta(hours=rng.randint(1, 72)) if rng.random() < 0.3 else None
     return {
         "name": name if len(name) <= 20 else noun,
         "description": f"{noun}, limited pre-order batch",

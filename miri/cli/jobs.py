@@ -32,7 +32,7 @@ def list_jobs(data_dir: DataDir = None, redis_url: RedisUrl = None, as_json: Jso
                     "name": job.name,
                     "schedule": job.schedule,
                     "description": job.description,
-                    "nextRun": nxt.astimezone(zone).isoformat() if nxt else None,
+                    "nextRun": nxt.astimezone(zone).isoformat(timespec="seconds") if nxt else None,
                 }
             )
         return out

@@ -13,30 +13,32 @@ app = typer.Typer(help="Place, list, cancel and return orders.", no_args_is_help
 
 ITEM_COLUMNS = [
     "item",
-    "order",
     "goods",
     "qty",
-    "price",
-    "order status",
+    "total",
+    "order",
     "payment",
     "shipping",
     "return",
-    "ordered at",
+    "ordered",
 ]
 
 
 def _row(i: dict[str, Any]) -> list[Any]:
+    # Statuses without their shared prefixes, and the time to the minute: a table to scan.
+    payment = (i["paymentStatus"] or "").removeprefix("PAYMENT_")
+    returned = (i["returnStatus"] or "").removeprefix("RETURN_")
+    ordered = i["orderedAt"][:16].replace("T", " ")
     return [
         i["orderDetailId"],
-        i["orderId"],
-        f"{i['goodsName']} (#{i['goodsId']})",
+        i["goodsName"],
         i["quantity"],
         i["subTotalPrice"],
         i["orderStatus"],
-        i["paymentStatus"],
+        payment,
         i["shippingStatus"],
-        i["returnStatus"],
-        i["orderedAt"],
+        returned,
+        ordered,
     ]
 
 

@@ -330,7 +330,9 @@ class OrderService:
             "shippingStatus": row["shipping_status"],
             "paymentStatus": row["payment_status"],
             "returnStatus": row["return_status"],
-            "orderedAt": datetime.fromtimestamp(row["created_at"], self._zone).isoformat(),
+            "orderedAt": datetime.fromtimestamp(row["created_at"], self._zone).isoformat(
+                timespec="seconds"
+            ),
         }
 
     async def list(
