@@ -79,6 +79,10 @@ def flash_sale(
             "of a small machine to the server)."
         ),
     ] = "aiohttp",
+    server_workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=16, help="`miri serve --workers N` for the server it starts."),
+    ] = None,
 ) -> None:
     """Rehearse a flash sale: buyers order until sold out; then check nothing was oversold or lost.
 
@@ -109,6 +113,7 @@ def flash_sale(
             keep_data=keep_data,
             max_seconds=max_seconds,
             client=client,
+            server_workers=server_workers,
         )
     except ValueError as exc:
         err_console.print(f"[red]bad options:[/] {exc}")

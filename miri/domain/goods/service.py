@@ -19,6 +19,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 import psutil
+from redis.exceptions import RedisError
 
 from miri.domain.errors import (
     Forbidden,
@@ -42,6 +43,7 @@ EDITABLE = ("name", "description", "price", "category", "reservation_start", "pe
 CACHE_MAX = 100_000
 SERVING = "miri:goods:serving:"  # one key per serving process, kept alive by its heartbeat
 SERVING_TTL = 30
+RELEASE_RETRY_FOR = 3000  # seconds; under the hour a release token is kept in Redis
 SOLD_OUT_MARK = 0.5  # seconds a sold-out answer is given without asking Redis
 _REFUSALS: dict[str, type[ShopError]] = {
     "SOLD_OUT": SoldOut,
@@ -124,6 +126,7 @@ class GoodsService:
         self._fetches = SingleFlight()
         self._restores = SingleFlight()
         self._serving_key: str | None = None
+        self._retries: set[asyncio.Task] = set()  # releases waiting for Redis to answer
 
     # -- catalogue ----------------------------------------------------------------------------
     def _aware(self, when: datetime | None) -> datetime | None:
@@ -396,12 +399,54 @@ class GoodsService:
 
         Callers guarantee once-only with their own SQLite flag, committed before this call; if
         Redis lost these goods, the next access rebuilds them from that committed truth.
+
+        If Redis does not answer, the caller's commit still stands (SQLite is the truth), so
+        this does not fail it: the release is sent again in the background until Redis is
+        back, under a token that makes a repeat of a release that did land a no-op.
         """
         if quantity < 1:
             raise ValidationFailed(data={"quantity": "quantity must be a positive integer"})
         self._sold_out.pop(goods_id, None)
-        if not await self.live.release(user_id, goods_id, quantity):
+        token = uuid.uuid4().hex
+        try:
+            found = await self.live.release(user_id, goods_id, quantity, token)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("release for goods %s: Redis unavailable (%r); retrying", goods_id, exc)
+            task = asyncio.get_running_loop().create_task(
+                self._release_later(user_id, goods_id, quantity, token)
+            )
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+            return
+        if not found:
             log.info("release for goods %s: not in Redis; it is rebuilt from SQLite", goods_id)
+
+    async def _release_later(self, user_id: int, goods_id: int, quantity: int, token: str) -> None:
+        delay, deadline = 0.05, time.monotonic() + RELEASE_RETRY_FOR
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                await self.live.release(user_id, goods_id, quantity, token)
+            except (RedisError, OSError, TimeoutError):
+                continue
+            self._sold_out.pop(goods_id, None)
+            log.info("release for goods %s: done now that Redis answers", goods_id)
+            return
+        log.error(
+            "release of %d for goods %s: Redis did not come back; `miri doctor --repair`"
+            " (or the next start-up check) restores it from SQLite",
+            quantity,
+            goods_id,
+        )
+
+    async def close(self) -> None:
+        """Stop retrying releases; the next start-up check restores what they would have."""
+        if self._retries:
+            log.warning("%d stock releases still wait for Redis at shutdown", len(self._retries))
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
 
     async def live_stock(self, goods_id: int) -> int:
         stocks = await self.live_stocks([goods_id])

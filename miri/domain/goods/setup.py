@@ -45,6 +45,7 @@ def build(shop: Shop, stack: AsyncExitStack) -> tuple[GoodsService, WishlistServ
         seller_name=seller_name,
         on_fast_sold_out=shop.metrics.sold_out_fast.inc,
     )
+    stack.push_async_callback(goods.close)  # releases still waiting for Redis
     wishlist = WishlistService(db=shop.db, goods=goods, clock=shop.clock)
 
     async def registered_goods(user_id: int) -> dict[str, Any]:

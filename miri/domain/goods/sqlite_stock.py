@@ -93,7 +93,9 @@ class SqliteStock(LiveStock):
 
         return await self._db.write(job)
 
-    async def release(self, user_id: int, goods_id: int, qty: int) -> bool:
+    async def release(
+        self, user_id: int, goods_id: int, qty: int, token: str | None = None
+    ) -> bool:
         user = str(user_id)
 
         def job(conn: sqlite3.Connection) -> bool:

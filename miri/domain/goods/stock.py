@@ -29,6 +29,7 @@ PREFIX = "miri:goods:"
 DIRTY = "miri:goods:dirty"
 CHECKED = "miri:goods:checked"  # the Redis run id that the last full rebuild ran against
 REBUILD_LOCK = "miri:goods:rebuild-lock"
+RELEASED = "miri:goods:released:"  # release tokens: a retried release is applied once
 
 # Many reservations in one call (those that arrived in the same loop tick), each judged and
 # applied in turn, each all-or-nothing over its items.
@@ -71,9 +72,12 @@ end
 return out
 """
 
-# KEYS: dirty, goods, buyers; ARGV: user, qty, id.
+# KEYS: dirty, goods, buyers, and optionally a token key; ARGV: user, qty, id.
+# With a token, a release whose answer was lost can be sent again: the second one answers 2
+# and changes nothing.
 RELEASE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if KEYS[4] and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 3600) then return 2 end
 redis.call('HINCRBY', KEYS[2], 'stock', ARGV[2])
 local left = redis.call('HINCRBY', KEYS[3], ARGV[1], -tonumber(ARGV[2]))
 if left <= 0 then redis.call('HDEL', KEYS[3], ARGV[1]) end
@@ -269,8 +273,14 @@ class LiveStock:
             return Reservation(status, index - 1, [], int(answer[2]))
         return Reservation(status, max(index - 1, 0), [str(v) for v in answer[2:]])
 
-    async def release(self, user_id: int, goods_id: int, qty: int) -> bool:
+    async def release(
+        self, user_id: int, goods_id: int, qty: int, token: str | None = None
+    ) -> bool:
+        """Give ``qty`` back; False when Redis lost these goods. ``token`` (kept an hour) makes
+        sending the same release again harmless."""
         keys = [DIRTY, goods_key(goods_id), buyers_key(goods_id)]
+        if token:
+            keys.append(f"{RELEASED}{token}")
         return bool(await self._release(keys=keys, args=[user_id, qty, goods_id]))
 
     async def restock(self, goods_id: int, qty: int) -> int | None:
