@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,10 @@ ENV = {
 }
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, **ENV}
+def start_server(
+    data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``miri serve`` as a subprocess; returns once it says where it listens."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -41,21 +43,24 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen:
             "--data-dir",
             str(data_dir),
             "--no-access-log",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=env,
+        env={**os.environ, **ENV, **(env or {})},
         text=True,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     assert proc.stdout is not None
     for line in proc.stdout:
-        if re.search(r"listening on", line):
+        if line.startswith("Miri") and "listening on" in line:
             break
         if time.monotonic() > deadline:
-            break
+            raise AssertionError("the server did not say it listens")
     else:
         raise AssertionError(f"server did not start: {proc.wait()}")
+    # Keep reading its output, or a full pipe would stall the server.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     return proc
 
 

@@ -191,9 +191,7 @@ async def test_redis_killed_mid_sale_loses_nothing_and_recovers(
         assert resp.status == 503 and (await resp.json())["data"]["redis"].startswith("down")
         # Tokens are checked against the logout denylist in Redis: with Redis down, every
         # authenticated request is refused (closed, not open) and changes nothing.
-        resp = await client.post(
-            f"/api/auth/orders/{to_cancel}/cancel", headers=bearer(buyers[0])
-        )
+        resp = await client.post(f"/api/auth/orders/{to_cancel}/cancel", headers=bearer(buyers[0]))
         await assert_unavailable(resp)
         assert (await shop.orders.get(None, to_cancel))["orderStatus"] == "PAYMENT_PENDING"
         # What needs only SQLite still happens (a payment abort, an expiry, an operator's
@@ -280,9 +278,12 @@ async def test_smtp_down_opens_the_breaker_and_recovers(
                 await assert_unavailable(resp)
                 assert took < 0.8  # well under the 1 s the mail server would have cost
             # Failed mails do not count against the sender's limit, and stored nothing.
-            assert await shop.db.read(
-                lambda c: c.execute("SELECT COUNT(*) FROM email_verifications").fetchone()[0]
-            ) == 0
+            assert (
+                await shop.db.read(
+                    lambda c: c.execute("SELECT COUNT(*) FROM email_verifications").fetchone()[0]
+                )
+                == 0
+            )
 
             # The mail server comes back on the same port; after the breaker's pause, mail flows.
             silent.close()

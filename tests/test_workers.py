@@ -8,14 +8,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import aiohttp
 import pytest
 
 from miri.shop import open_shop
 from tests.conftest import free_port, make_settings
-from tests.test_crash import ENV, wait_drained
+from tests.test_crash import ENV, start_server, wait_drained
 
 
 @pytest.mark.timeout(180)
@@ -33,32 +32,8 @@ async def test_two_workers_no_oversell_no_double_delivery(data_dir):
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "miri.cli.main",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--workers",
-            "2",
-            "--no-access-log",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **ENV, "MIRI_PAYMENT_ABANDON_RATE": "0"},
-    )
+    proc = start_server(data_dir, port, "--workers", "2", env={"MIRI_PAYMENT_ABANDON_RATE": "0"})
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in proc.stdout:
-            if line.startswith("Miri") and "listening on" in line:
-                break
-            assert time.monotonic() < deadline, "the workers did not start"
         workers = [p for p in _children(proc.pid)]
         assert len(workers) == 2
 

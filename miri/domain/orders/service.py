@@ -73,6 +73,19 @@ class _Released:
     quantity: int
 
 
+def _owned_item(conn: sqlite3.Connection, user_id: int | None, detail_id: int) -> sqlite3.Row:
+    """An item with its shipping; another user's item is as absent as a missing one."""
+    row = conn.execute(
+        "SELECT d.user_id, d.order_id, d.status, d.return_status, s.status AS shipping,"
+        " s.status_at FROM order_details d JOIN shipping s ON s.order_detail_id = d.id"
+        " WHERE d.id = ?",
+        (detail_id,),
+    ).fetchone()
+    if row is None or (user_id is not None and row["user_id"] != user_id):
+        raise NotFound("no such order")
+    return row
+
+
 class OrderService:
     def __init__(
         self,
@@ -410,13 +423,7 @@ class OrderService:
         now = self._clock.now().timestamp()
 
         def cancel(conn: sqlite3.Connection) -> _Released:
-            row = conn.execute(
-                "SELECT d.user_id, d.order_id, d.status, s.status AS shipping FROM order_details d"
-                " JOIN shipping s ON s.order_detail_id = d.id WHERE d.id = ?",
-                (order_detail_id,),
-            ).fetchone()
-            if row is None or (user_id is not None and row["user_id"] != user_id):
-                raise NotFound("no such order")
+            row = _owned_item(conn, user_id, order_detail_id)
             if row["status"] == "CANCELED" or row["shipping"] != "PENDING":
                 raise InvalidState(
                     f"only an item not yet shipped can be canceled (shipping is {row['shipping']},"
@@ -448,13 +455,7 @@ class OrderService:
         now = self._clock.now().timestamp()
 
         def ask(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT d.user_id, d.status, d.return_status, s.status AS shipping, s.status_at"
-                " FROM order_details d JOIN shipping s ON s.order_detail_id = d.id WHERE d.id = ?",
-                (order_detail_id,),
-            ).fetchone()
-            if row is None or (user_id is not None and row["user_id"] != user_id):
-                raise NotFound("no such order")
+            row = _owned_item(conn, user_id, order_detail_id)
             if row["shipping"] != "DELIVERED" or row["status"] != "COMPLETED":
                 raise InvalidState("only a delivered item can be returned")
             if row["return_status"] is not None:

@@ -16,6 +16,16 @@ from miri.server.keys import SHOP
 from miri.server.models import Address, Body, Int, Page, Paging, integer, page_of
 
 api = Api("orders")
+# What placing an order can answer besides 201, for both ways of placing one.
+PLACING_ERRORS = (
+    "SOLD_OUT",
+    "SALE_NOT_OPEN",
+    "LIMIT_EXCEEDED",
+    "NOT_FOUND",
+    "IDEMPOTENCY_CONFLICT",
+    "RATE_LIMITED",
+    "UNAVAILABLE",
+)
 MAX_QUANTITY = 1_000_000
 MAX_ID = 2**53
 
@@ -98,15 +108,7 @@ async def _order_rate(request: web.Request) -> None:
     body=OrderBody,
     response=OrderOut,
     status=201,
-    errors=(
-        "SOLD_OUT",
-        "SALE_NOT_OPEN",
-        "LIMIT_EXCEEDED",
-        "NOT_FOUND",
-        "IDEMPOTENCY_CONFLICT",
-        "RATE_LIMITED",
-        "UNAVAILABLE",
-    ),
+    errors=PLACING_ERRORS,
 )
 async def place_order(request: web.Request, body: OrderBody) -> web.Response:
     await _order_rate(request)
@@ -127,15 +129,7 @@ async def place_order(request: web.Request, body: OrderBody) -> web.Response:
     body=WishlistOrderBody,
     response=OrderOut,
     status=201,
-    errors=(
-        "SOLD_OUT",
-        "SALE_NOT_OPEN",
-        "LIMIT_EXCEEDED",
-        "NOT_FOUND",
-        "IDEMPOTENCY_CONFLICT",
-        "RATE_LIMITED",
-        "UNAVAILABLE",
-    ),
+    errors=PLACING_ERRORS,
 )
 async def place_wishlist_order(request: web.Request, body: WishlistOrderBody) -> web.Response:
     await _order_rate(request)
