@@ -436,3 +436,17 @@ async def test_placed_order_is_durable_with_its_event(client, shop, people, data
         assert ADDRESS.encode() not in address
     finally:
         raw.close()
+
+
+async def test_metrics_show_the_sale(client, shop, people):
+    goods_id = await register_goods(client, people["seller"], stock=2)
+    await order(client, people["buyer"], goods_id, 2)
+    await order(client, people["buyer"], goods_id, 1)  # sold out
+    await shop.bus.drain(timeout=20)
+    text = await (await client.get("/metrics")).text()
+    assert "miri_orders_placed_total 1.0" in text
+    assert "miri_sold_out_total 1.0" in text
+    assert f'miri_stock{{goods_id="{goods_id}"}} 0.0' in text
+    assert 'miri_payments_total{outcome="completed"} 1.0' in text
+    assert "miri_bus_pending 0.0" in text
+    assert 'route="/api/auth/orders",status="201"' in text

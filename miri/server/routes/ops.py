@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiohttp import web
 
@@ -9,6 +11,7 @@ from miri.server.api import Api, ok
 from miri.server.keys import METRICS, OPENAPI, SHOP
 
 api = Api("operations")
+log = logging.getLogger(__name__)
 
 
 @api.route(
@@ -30,8 +33,21 @@ async def health(request: web.Request) -> web.Response:
     return ok(report)
 
 
+STOCK_GAUGE_GOODS = 500  # the newest goods get a stock series; a scrape stays cheap
+
+
 async def metrics(request: web.Request) -> web.Response:
-    m = request.app[METRICS]
+    """Prometheus text; gauges read at scrape time (live stock per goods, the bus backlog)."""
+    shop, m = request.app[SHOP], request.app[METRICS]
+    try:
+        listed, _ = await shop.goods.listing(0, STOCK_GAUGE_GOODS)
+        for goods, stock in listed:
+            m.stock.labels(str(goods.goods_id)).set(stock)
+        counts = await shop.bus.counts()
+        m.bus_pending.set(counts["pending"])
+        m.bus_dead.set(counts["deadLetters"])
+    except Exception as exc:  # noqa: BLE001 - a scrape answers with what it has
+        log.warning("metrics: gauges not refreshed: %r", exc)
     return web.Response(body=m.render(), headers={"Content-Type": m.content_type})
 
 
