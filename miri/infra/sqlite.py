@@ -197,7 +197,17 @@ class Database:
                     break
                 batch.append(item)
             self._in_batch = len(batch)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - the writer thread must never die
+                log.exception("writer batch failed")
+                try:
+                    if self._writer_conn.in_transaction:
+                        self._writer_conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                error = DatabaseUnavailable(f"the write failed: {exc}")
+                _answer_all([(p, None, error) for p in batch])
             self._in_batch = 0
 
     def _run_batch(self, batch: list[_Pending]) -> None:
@@ -227,7 +237,10 @@ class Database:
                 except BaseException as exc:  # noqa: BLE001 - handed back to the caller
                     if isinstance(exc, sqlite3.OperationalError):
                         exc = DatabaseUnavailable(str(exc))
-                    if conn.total_changes != before:
+                    # On SQLITE_FULL (and IOERR, NOMEM) SQLite may roll the whole transaction
+                    # back by itself: the jobs before this one are undone too, and the ones
+                    # after it would run outside any transaction. Start again without it.
+                    if conn.total_changes != before or not conn.in_transaction:
                         undo = pending
                         failed.append((pending, None, exc))
                         break
@@ -236,7 +249,8 @@ class Database:
                     done.append((pending, result, None))
             if undo is None:
                 break
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             todo.remove(undo)
         try:
             conn.execute("COMMIT")

@@ -108,7 +108,10 @@ class RestockBody(Body):
 
 class GoodsQuery(Paging):
     category: Literal["FASHION", "BEAUTY", "ETC"] | None = None
-    q: str | None = Field(None, min_length=1, max_length=50, description="part of the name")
+    # No NUL: SQLite's LIKE stops at one, so "a\0b" would match every name.
+    q: str | None = Field(
+        None, min_length=1, max_length=50, pattern="^[^\x00]*$", description="part of the name"
+    )
 
 
 class GoodsSummary(BaseModel):
