@@ -43,6 +43,22 @@ def settings_for(data_dir: Path | None = None, **flags: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Warnings to whatever ``sys.stderr`` is at the time (a test runner swaps it per call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def run(work: Callable[[Shop], Awaitable[T]], settings: Settings) -> T:
     """Open the shop, run ``work`` on it, close it; a refused operation exits 1 with a reason."""
 
@@ -50,7 +66,8 @@ def run(work: Callable[[Shop], Awaitable[T]], settings: Settings) -> T:
         async with open_shop(settings) as shop:
             return await work(shop)
 
-    logging.basicConfig(level=logging.WARNING)
+    if not logging.getLogger().handlers:
+        logging.getLogger().addHandler(_StderrHandler())
     try:
         return asyncio.run(main())
     except ShopError as exc:
