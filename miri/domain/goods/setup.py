@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 from miri.domain.goods.service import GoodsService
 from miri.domain.goods.stock import LiveStock
 from miri.domain.goods.wishlist import WishlistService
-from miri.infra.redis import _client as redis_client
 
 if TYPE_CHECKING:
     from miri.shop import Shop
@@ -31,7 +30,7 @@ def build(shop: Shop, stack: AsyncExitStack) -> tuple[GoodsService, WishlistServ
     """
     reader = shop.redis.replica  # the embedded replica (`serve --redis-replica`), if any
     if reader is None and shop.settings.redis_replica_url:
-        reader = redis_client(shop.settings.redis_replica_url)
+        reader = shop.redis.connect(shop.settings.redis_replica_url)
         stack.push_async_callback(reader.aclose)
 
     async def seller_name(user_id: int) -> str | None:
