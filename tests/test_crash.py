@@ -64,6 +64,18 @@ def start_server(
     return proc
 
 
+def assert_doctor_clean(data_dir: Path) -> None:
+    """`miri doctor` on the data dir, as an operator would run it, finds stock consistent."""
+    doctor = subprocess.run(
+        [sys.executable, "-m", "miri.cli.main", "doctor", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        timeout=60,
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
 async def wait_drained(base: str, timeout: float = 90.0) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + timeout
@@ -164,11 +176,4 @@ async def test_sigkill_mid_sale_loses_nothing(data_dir):
         assert sold <= 300
     finally:
         raw.close()
-    doctor = subprocess.run(
-        [sys.executable, "-m", "miri.cli.main", "doctor", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ENV},
-        timeout=60,
-    )
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert_doctor_clean(data_dir)

@@ -14,7 +14,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 
 from miri.shop import open_shop
 from tests.conftest import free_port, make_settings
-from tests.test_crash import ENV, start_server, wait_drained
+from tests.test_crash import assert_doctor_clean, start_server, wait_drained
 
 ROUNDS = 10
 STOCK = {"Sneakers": 3000, "Jacket": 3000}
@@ -178,14 +177,7 @@ async def test_ten_sigkills_in_a_row_lose_nothing(data_dir: Path) -> None:
             assert 0 <= held <= total
     finally:
         raw.close()
-    doctor = subprocess.run(
-        [sys.executable, "-m", "miri.cli.main", "doctor", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ENV},
-        timeout=60,
-    )
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert_doctor_clean(data_dir)
 
 
 def stock_of(goods: list[int], goods_id: int) -> int:

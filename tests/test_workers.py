@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 
 import aiohttp
 import pytest
 
 from miri.shop import open_shop
 from tests.conftest import free_port, make_settings
-from tests.test_crash import ENV, start_server, wait_drained
+from tests.test_crash import assert_doctor_clean, start_server, wait_drained
 
 
 @pytest.mark.timeout(180)
@@ -88,14 +85,7 @@ async def test_two_workers_no_oversell_no_double_delivery(data_dir):
         assert pending == 0
     finally:
         raw.close()
-    doctor = subprocess.run(
-        [sys.executable, "-m", "miri.cli.main", "doctor", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ENV},
-        timeout=60,
-    )
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert_doctor_clean(data_dir)
 
 
 def _children(pid: int) -> list[int]:
