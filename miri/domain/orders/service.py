@@ -62,6 +62,17 @@ class Idempotency:
     request_hash: str
 
 
+@dataclass(frozen=True)
+class _Placing:
+    """One order being placed: who, what, where to, and its Idempotency-Key if any."""
+
+    user_id: int
+    items: list[tuple[int, int]]
+    address: str
+    idempotency: Idempotency | None
+    wishlist_ids: list[int] | None = None
+
+
 class _KeyTaken(Exception):
     """Another request with the same Idempotency-Key committed first."""
 
@@ -124,7 +135,7 @@ class OrderService:
         idempotency: Idempotency | None = None,
     ) -> dict[str, Any]:
         """Reserve in Redis, then store order, item, shipping and ``OrderPlaced`` in one commit."""
-        return await self._place(user_id, [(goods_id, quantity)], address, idempotency, None)
+        return await self._place(_Placing(user_id, [(goods_id, quantity)], address, idempotency))
 
     async def place_from_wishlist(
         self,
@@ -137,18 +148,12 @@ class OrderService:
         ids = list(dict.fromkeys(wishlist_ids))
         entries = await self._wishlist.entries(user_id, ids)
         items = [(e.goods_id, e.quantity) for e in entries]
-        return await self._place(user_id, items, address, idempotency, ids)
+        return await self._place(_Placing(user_id, items, address, idempotency, ids))
 
-    async def _place(
-        self,
-        user_id: int,
-        items: list[tuple[int, int]],
-        address: str,
-        idempotency: Idempotency | None,
-        wishlist_ids: list[int] | None,
-    ) -> dict[str, Any]:
+    async def _place(self, order: _Placing) -> dict[str, Any]:
+        idempotency, user_id = order.idempotency, order.user_id
         if idempotency is None:
-            return await self._shielded(user_id, items, address, None, wishlist_ids)
+            return await self._shielded(order)
         replay = await self._replay(user_id, idempotency)
         if replay is not None:
             return replay
@@ -169,32 +174,17 @@ class OrderService:
             replay = await self._replay(user_id, idempotency)
             if replay is not None:
                 return replay
-            return await self._shielded(user_id, items, address, idempotency, wishlist_ids)
+            return await self._shielded(order)
         finally:
             await self._redis.delete(lock)
 
-    async def _shielded(
-        self,
-        user_id: int,
-        items: list[tuple[int, int]],
-        address: str,
-        idempotency: Idempotency | None,
-        wishlist_ids: list[int] | None,
-    ) -> dict[str, Any]:
+    async def _shielded(self, order: _Placing) -> dict[str, Any]:
         """Reserve-then-store runs to its end even if the caller is cancelled: stopping between
         the reservation and the commit (or the release) would leave stock taken by no order."""
-        return await asyncio.shield(
-            self._place_now(user_id, items, address, idempotency, wishlist_ids)
-        )
+        return await asyncio.shield(self._place_now(order))
 
-    async def _place_now(
-        self,
-        user_id: int,
-        items: list[tuple[int, int]],
-        address: str,
-        idempotency: Idempotency | None,
-        wishlist_ids: list[int] | None,
-    ) -> dict[str, Any]:
+    async def _place_now(self, order: _Placing) -> dict[str, Any]:
+        user_id, items, idempotency = order.user_id, order.items, order.idempotency
         try:
             if len(items) == 1:
                 goods_id, quantity = items[0]
@@ -208,7 +198,7 @@ class OrderService:
                 await self._remember_refusal(user_id, idempotency, exc)
             raise
         now = self._clock.now().timestamp()
-        address_enc = self._cipher.encrypt(address, "address")
+        address_enc = self._cipher.encrypt(order.address, "address")
 
         def store(conn: sqlite3.Connection) -> dict[str, Any]:
             total = sum(catalogue[g].price * q for g, q in items)
@@ -240,8 +230,8 @@ class OrderService:
                         "status": "PAYMENT_PENDING",
                     }
                 )
-            if wishlist_ids:
-                self._wishlist.remove_in(conn, user_id, wishlist_ids)
+            if order.wishlist_ids:
+                self._wishlist.remove_in(conn, user_id, order.wishlist_ids)
             body = {"orderId": order_id, "items": lines, "totalPrice": total}
             if idempotency is not None:
                 self._claim_key(conn, user_id, idempotency, 201, body, now)
