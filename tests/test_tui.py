@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from textual.widgets import DataTable, Input, OptionList, ProgressBar, Static
+from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, Static
 
 from miri.domain.events import Event
 from miri.server.app import create_app
@@ -28,7 +28,7 @@ from miri.tui.bench import BenchScreen
 from miri.tui.screens import ConfirmScreen, FormScreen, JobPicker
 from tests.conftest import add_user, free_port, make_settings
 from tests.goods_helpers import add_goods
-from tests.tui_helpers import cells, column, dashboard, screen_text, settle
+from tests.tui_helpers import cells, column, dashboard, screen_text, settle, wait_for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,13 +184,13 @@ async def test_add_goods_form_validates_then_adds(settings, clock):
         assert isinstance(form, FormScreen)
 
         fill(form, name="Linen Shirt", description="Summer sale", price="", stock="5")
-        await pilot.click("#ok")
-        await settle(pilot)
+        form.query_one("#ok", Button).press()  # by the button: errors can push it off-screen
+        await wait_for(pilot, lambda: error_of(form, "price") != "")
         assert error_of(form, "price") == "required"
 
         fill(form, name="A" * 21, price="39000", opens="2020-01-01T10:00", limit="0")
-        await pilot.click("#ok")
-        await settle(pilot)
+        form.query_one("#ok", Button).press()  # by the button: errors can push it off-screen
+        await wait_for(pilot, lambda: error_of(form, "name") != "")
         assert app.screen is form  # refused by the shop: every bad field says why
         assert error_of(form, "name") == "goodsName must be 1 to 20 characters"
         assert error_of(form, "opens") == "reservationStartTime must be in the future"
@@ -199,9 +199,8 @@ async def test_add_goods_form_validates_then_adds(settings, clock):
         assert (await app.shop.goods.listing(0, 10))[1] == 0
 
         fill(form, name="Linen Shirt", opens="+2h", limit="2")
-        await pilot.click("#ok")
-        await settle(pilot)
-        assert app.screen is not form
+        form.query_one("#ok", Button).press()  # by the button: errors can push it off-screen
+        await wait_for(pilot, lambda: app.screen is not form)
         [(goods, live)], total = await app.shop.goods.listing(0, 10)
         assert (goods.name, goods.price, goods.stock_total, live) == ("Linen Shirt", 39000, 5, 5)
         assert goods.per_buyer_limit == 2
@@ -367,18 +366,16 @@ async def test_flash_sale_benchmark_runs_on_screen(settings, clock):
         bench = app.screen
         assert isinstance(bench, BenchScreen)
         bench.query_one("#bench-buyers", Input).value = "0"
-        await pilot.click("#bench-start")
+        bench.query_one("#bench-start", Button).press()
+        await wait_for(pilot, lambda: str(bench.query_one("#bench-error").render()) != "")
         assert "buyers must be a whole number" in str(bench.query_one("#bench-error").render())
 
         bench.query_one("#bench-buyers", Input).value = "40"
         bench.query_one("#bench-stock", Input).value = "60"
         bench.query_one("#bench-concurrency", Input).value = "8"
-        await pilot.click("#bench-start")
-        await settle(pilot, rounds=2000)
-        for _ in range(1200):  # the worker's end reaches the screen as a message (<= ~60 s)
-            if bench.result is not None or bench.error is not None:
-                break
-            await pilot.pause(0.05)
+        bench.query_one("#bench-start", Button).press()
+        # The worker's end reaches the screen as a message.
+        await wait_for(pilot, lambda: bench.result is not None or bench.error is not None, 90)
         assert bench.error is None, bench.error
         assert bench.result is not None and bench.result["passed"], bench.result["checks"]
         assert bench.phase == "done: all checks pass"

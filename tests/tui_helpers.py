@@ -18,6 +18,17 @@ from miri.tui.app import DashboardApp
 SIZE = (160, 48)
 
 
+async def wait_for(pilot: Pilot, predicate: Any, timeout: float = 30.0) -> None:
+    """Until ``predicate()`` holds: a click's message is handled, and its worker started,
+    some turns after ``pilot.click`` returns, so settling right away can look too early."""
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            await settle(pilot)
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the dashboard did not get there in time")
+
+
 async def settle(pilot: Pilot, rounds: int = 200) -> None:
     """Until no worker is left running (actions start workers that start refreshes)."""
     app = pilot.app
