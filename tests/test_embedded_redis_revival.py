@@ -8,7 +8,6 @@ import signal
 
 import pytest
 
-from miri.domain.errors import ShopError
 from miri.shop import open_shop
 from tests.conftest import add_user, make_settings
 from tests.goods_helpers import add_goods
@@ -39,9 +38,8 @@ async def test_killed_embedded_redis_is_started_again_and_stock_repaired(data_di
             started_again = int(open(shop.redis.embedded.pidfile).read()) != old_pid
             return started_again and (await shop.health())["status"] == "ok"
 
-        assert await until(down, 5)  # noticed; requests needing Redis now fail
-        with pytest.raises((ShopError, OSError, Exception)):
-            await shop.orders.place(buyer, goods.goods_id, 1, "Seoul 1")
+        assert await until(down, 5)  # health sees it gone (requests answer 503 meanwhile:
+        # tests/test_faults.py covers those answers against a Redis the test controls)
         assert await until(healthy)  # back without anyone restarting the shop
         new_pid = int(open(shop.redis.embedded.pidfile).read())
         assert new_pid != old_pid
