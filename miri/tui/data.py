@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import random
-import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -21,14 +20,13 @@ from typing import Any
 
 import aiohttp
 
-from miri.domain.errors import NotFound
-from miri.domain.goods import check
+from miri.domain.goods import check, seed
 from miri.server.presence import servers
 from miri.shop import Shop
 
 log = logging.getLogger(__name__)
 
-HOUSE_SELLER = "seller@miri.local"  # the same account `miri goods seed` sells under
+HOUSE_SELLER = seed.SEED_SELLER  # the same account `miri goods seed` sells under
 GOODS_ROWS = 100  # newest goods shown
 ORDER_ROWS = 50  # latest order items shown
 RATE_WINDOW = 300  # seconds of orders-per-second history (the chart's width)
@@ -278,33 +276,14 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
 # -- actions ------------------------------------------------------------------------------------
 async def house_seller(shop: Shop) -> int:
     """The account goods added from the dashboard are sold under (made on first use)."""
-    try:
-        return (await shop.users.find(HOUSE_SELLER)).user_id
-    except NotFound:
-        return await shop.users.add_user(
-            email=HOUSE_SELLER,
-            password=secrets.token_urlsafe(12)[:16],
-            user_name="Miri Seller",
-            phone_number="010-0000-0000",
-            address="Seoul",
-        )
+    return await seed.house_seller(shop.users)
 
 
-async def seed_goods(shop: Shop, count: int, seed: int | None = None) -> list[int]:
+async def seed_goods(shop: Shop, count: int, seed_value: int | None = None) -> list[int]:
     """``count`` plausible goods, as ``miri goods seed`` makes them."""
-    from miri.cli.goods import seed_item
-
-    rng = random.Random(seed)
     seller_id = await house_seller(shop)
-    now = shop.clock.now()
-    items = [seed_item(rng, now) for _ in range(count)]
-    ids: list[int] = []
-    for start in range(0, count, 200):
-        made = await asyncio.gather(
-            *(shop.goods.register(seller_id, **i) for i in items[start : start + 200])
-        )
-        ids += [g.goods_id for g in made]
-    return ids
+    rng = random.Random(seed_value)
+    return await seed.seed_goods(shop.goods, seller_id, count, rng, shop.clock.now())
 
 
 async def open_sale_now(shop: Shop, goods_id: int) -> None:

@@ -53,7 +53,7 @@ async def fill(shop: Shop, clock: FixedClock, *, minutes: int = 4, buyers: int =
     start = end - timedelta(minutes=minutes)
     clock.set(start - timedelta(seconds=5))
     rng = random.Random(7)
-    ids = await data.seed_goods(shop, 14, seed=3)
+    ids = await data.seed_goods(shop, 14, 3)
     goods = await shop.goods.get_many(ids)
     on_sale = [g for g in goods.values() if g.reservation_start is None]
     people = await shop.users.add_bench_users(buyers, "demo")
