@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from miri.cli.main import app
 from miri.shop import open_shop
-from tests.conftest import make_settings
+from tests.conftest import add_user, make_settings
 
 runner = CliRunner()
 
@@ -35,20 +35,8 @@ def sale(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
     async def make() -> dict[str, int]:
         async with open_shop(make_settings(data_dir)) as shop:
-            seller = await shop.users.add_user(
-                email="seller@example.com",
-                password="password123!",
-                user_name="Seller",
-                phone_number="010-1111-2222",
-                address="Seoul 1",
-            )
-            buyer = await shop.users.add_user(
-                email="buyer@example.com",
-                password="password123!",
-                user_name="Buyer",
-                phone_number="010-1111-2222",
-                address="Busan 2",
-            )
+            seller, _ = await add_user(shop, "seller@example.com")
+            buyer, _ = await add_user(shop, "buyer@example.com")
             goods = await shop.goods.register(
                 seller,
                 name="Lip tint",
