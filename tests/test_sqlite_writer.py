@@ -73,3 +73,24 @@ async def test_closed_database_refuses_work(tmp_path):
     await database.close()
     with pytest.raises(Exception, match="closed"):
         await database.write(lambda c: None)
+
+
+async def test_writers_of_one_file_queue_on_the_shared_write_lock(db, tmp_path):
+    """Another process's writer holds the lock file: our batch waits for it in the kernel (not
+    in SQLite's sleeping busy handler) and commits the moment it is released."""
+    import fcntl
+
+    held = open(f"{db.path}.writelock", "a+")  # noqa: SIM115 - held across the awaits below
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        write = asyncio.ensure_future(
+            db.write(lambda c: c.execute("INSERT INTO t VALUES (7, 'x')"))
+        )
+        await asyncio.sleep(0.3)
+        assert not write.done()
+        assert await db.read(rows) == []
+        fcntl.flock(held, fcntl.LOCK_UN)
+        await asyncio.wait_for(write, 2.0)
+    finally:
+        held.close()
+    assert await db.read(rows) == [(7, "x")]

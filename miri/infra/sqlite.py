@@ -2,15 +2,17 @@
 
 A statement-per-call async driver costs two thread hops per statement and caps the shop at a few
 thousand orders per second (DESIGN.md). Here every write is a plain function of a sqlite3
-connection. The writer thread drains everything queued, runs each job in its own SAVEPOINT inside
-one transaction, commits once, then answers every waiting coroutine: one fsync per tick, and a
-failing job rolls back alone.
+connection. The writer thread drains everything queued, runs the jobs in one transaction, commits
+once, then answers every waiting coroutine: one commit per batch, and a failing job is undone
+alone (see ``_run_batch``). Writers in several processes take turns through a lock file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -120,6 +122,9 @@ class Database:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="miri-sqlite-writer")
         self._writer_conn = connect(path)
+        # Writers in other processes (serve --workers, the CLI) queue on this lock in the
+        # kernel instead of in SQLite's busy handler, which sleeps in steps of milliseconds.
+        self._lock_fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -166,6 +171,7 @@ class Database:
             for conn in self._reader_conns:
                 conn.close()
         self._writer_conn.close()
+        os.close(self._lock_fd)
 
     # -- threads ------------------------------------------------------------------------------
     def _run_read(self, fn: Job) -> Any:
@@ -218,6 +224,13 @@ class Database:
         raises after writing makes the whole transaction roll back and the other jobs run again
         without it. Jobs are functions of the connection only, so running one again is safe.
         """
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._run_locked(batch)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _run_locked(self, batch: list[_Pending]) -> None:
         conn = self._writer_conn
         todo = list(batch)
         failed: list[tuple[_Pending, Any, BaseException | None]] = []

@@ -1,7 +1,7 @@
 """``miri serve --workers N``: N server processes on one port (SO_REUSEPORT), one data dir.
 
 Each worker is a whole server: it shares the SQLite file (each with its own group-commit
-writer; SQLite's write lock orders their batches), the embedded Redis (stock scripts are
+writer; a lock file beside it orders their batches), the embedded Redis (stock scripts are
 atomic across processes) and the bus (deliveries are claimed atomically, so none runs twice).
 Worker 0 starts first and alone, so the start-up stock check runs before anyone takes an order;
 only worker 0 runs the scheduled jobs. The supervisor forwards SIGINT/SIGTERM and replaces a
