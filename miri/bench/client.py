@@ -102,6 +102,7 @@ class LoadResult:
     rate: float | None = None
     late_sends: int = 0  # open loop: sends that left more than 10 ms after their intended time
     cpu_s: float = 0.0  # CPU time this process spent during the load phase (all its threads)
+    server_cpu_s: float | None = None  # CPU time of the server process(es) meanwhile, if known
 
     def record(self, answer: Answer, latency_s: float, done_at: float, quantity: int) -> str:
         outcome = classify(answer.status, answer.code)

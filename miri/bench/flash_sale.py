@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from miri.bench import report
 from miri.bench.client import (
@@ -143,6 +144,26 @@ def server_env(settings: Settings, strategy: str) -> dict[str, str]:
     if settings.payment_seed is not None:
         env["MIRI_PAYMENT_SEED"] = str(settings.payment_seed)
     return env
+
+
+class ServerCpu:
+    """CPU seconds used so far by a server process and its workers (children)."""
+
+    def __init__(self, proc: subprocess.Popen | None) -> None:
+        self._proc = psutil.Process(proc.pid) if proc is not None else None
+
+    def seconds(self) -> float | None:
+        if self._proc is None:
+            return None
+        try:
+            procs = [self._proc, *self._proc.children(recursive=True)]
+            total = 0.0
+            for p in procs:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            return None
+        return total
 
 
 @contextlib.asynccontextmanager
@@ -465,7 +486,7 @@ async def run_strategy(
                 port = free_port()
                 base_url = f"http://127.0.0.1:{port}"
                 ui.say(f"starting miri serve ({strategy}) on {base_url}")
-                await stack.enter_async_context(
+                proc = await stack.enter_async_context(
                     subprocess_server(
                         serve_argv(port, settings, opts.server_workers),
                         server_env(settings, strategy),
@@ -473,9 +494,12 @@ async def run_strategy(
                         settings.data_dir / f"bench-server-{strategy}.log",
                     )
                 )
+                server = ServerCpu(proc)
+            else:
+                server = ServerCpu(None)
             runs, hists = [], []
             for n in range(1, opts.runs + 1):
-                run, hist = await one_run(shop, opts, strategy, people, base_url, n, ui)
+                run, hist = await one_run(shop, opts, strategy, people, base_url, n, ui, server)
                 runs.append(run)
                 hists.append(hist)
     summary = report.summarize(runs, hists)
@@ -501,6 +525,7 @@ async def one_run(
     base_url: str | None,
     n: int,
     ui: Ui,
+    server: ServerCpu | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     opens_at = datetime.now(UTC) + _seconds(opts.opens_in)
     body = goods_body(opts, opens_at, n)
@@ -518,6 +543,7 @@ async def one_run(
         with _Progress(ui, label, opts.stock, len(people.buyers)) as bar:
             # Start a hair after the opening: the server's clock is the same clock.
             await asyncio.sleep(max(0.0, opens_at.timestamp() - time.time()) + 0.002)
+            cpu_before = server.seconds() if server else None
             result = await run_load(
                 target,
                 people.buyers,
@@ -527,6 +553,9 @@ async def one_run(
                 max_seconds=opts.max_seconds,
                 progress=bar.update,
             )
+            if cpu_before is not None and server is not None:
+                after = server.seconds()
+                result.server_cpu_s = None if after is None else after - cpu_before
     finally:
         if isinstance(target, HttpTarget | RawTarget):
             await target.close()
@@ -563,24 +592,37 @@ async def run_bare(
     ui.say(f"starting the bare aiohttp endpoint on {base} ({requests:,} requests)")
     rates: list[float] = []
     cpu: list[float] = []
+    server_us: list[float | None] = []
     async with subprocess_server(
         [sys.executable, "-m", "miri.bench.bare", "--port", str(port)],
         dict(os.environ),
         f"{base}/health",
         data_dir / "bench-bare.log",
-    ):
+    ) as proc:
+        server = ServerCpu(proc)
         for _ in range(opts.runs):
             kind = RawBareTarget if opts.client == "raw" else BareTarget
             async with kind(base, opts.concurrency) as target:
+                before = server.seconds()
                 result = await run_fixed(
                     target, people.buyers, requests=requests, concurrency=opts.concurrency
                 )
+                after = server.seconds()
+            if before is not None and after is not None:
+                result.server_cpu_s = after - before
             rates.append(result.requests / result.duration_s)
             cpu.append(result.cpu_s / result.duration_s)
+            server_us.append(report.server_cpu(result)["server_cpu_us_per_request"])
     figure = report.spread(rates)
+    us = report.spread(server_us)
     return {
         "requests_per_s": figure["median"],
-        "figures": {"requests_per_s": figure, "client_cpu_share": report.spread(cpu)},
+        "server_cpu_us_per_request": us["median"],
+        "figures": {
+            "requests_per_s": figure,
+            "client_cpu_share": report.spread(cpu),
+            "server_cpu_us_per_request": us,
+        },
         "errors": result.outcomes["error"],
     }
 
@@ -623,11 +665,15 @@ async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]
                     "requests_ratio": _ratio(s["requests_per_s"], bare["requests_per_s"]),
                     "accepted_ratio": _ratio(s["accepted_orders_per_s"], bare["requests_per_s"]),
                     "client_cpu_share": s["figures"]["client_cpu_share"]["median"],
+                    "server_cpu_us_per_request": s["figures"]["server_cpu_us_per_request"][
+                        "median"
+                    ],
                 }
             compare["bare aiohttp"] = {
                 "requests_per_s": bare["requests_per_s"],
                 "requests_ratio": 1.0,
                 "client_cpu_share": bare["figures"]["client_cpu_share"]["median"],
+                "server_cpu_us_per_request": bare["server_cpu_us_per_request"],
             }
     finally:
         if temp and not opts.keep_data:

@@ -48,6 +48,8 @@ SUMMARY_FIGURES = (
     "accepted_max_ms",
     "sold_out_p99_ms",
     "client_cpu_share",
+    "server_cpu_share",
+    "server_cpu_us_per_request",
 )
 
 
@@ -105,6 +107,7 @@ def run_figures(result: LoadResult, checks: list[dict[str, Any]], extra: dict[st
         "client_cpu_share": round(result.cpu_s / result.duration_s, 3)
         if result.duration_s
         else None,
+        **server_cpu(result),
         "oversold": oversold,
         "checks": checks,
         "timeline": timeline,
@@ -125,6 +128,21 @@ def _flat(run: dict[str, Any]) -> dict[str, float | None]:
         "accepted_max_ms": lat.get(ACCEPTED, {}).get("max"),
         "sold_out_p99_ms": lat.get(SOLD_OUT, {}).get("p99"),
         "client_cpu_share": run.get("client_cpu_share"),
+        "server_cpu_share": run.get("server_cpu_share"),
+        "server_cpu_us_per_request": run.get("server_cpu_us_per_request"),
+    }
+
+
+def server_cpu(result: LoadResult) -> dict[str, float | None]:
+    """The server's CPU during the load phase: cores it kept busy, and CPU time per answer.
+    CPU per request varies far less between runs than throughput on a shared 2-core machine,
+    so it is the figure to compare when judging a change to the request path."""
+    cpu = result.server_cpu_s
+    if cpu is None or not result.duration_s or not result.requests:
+        return {"server_cpu_share": None, "server_cpu_us_per_request": None}
+    return {
+        "server_cpu_share": round(cpu / result.duration_s, 3),
+        "server_cpu_us_per_request": round(cpu / result.requests * 1e6, 1),
     }
 
 
@@ -303,6 +321,11 @@ def tables(title: str, summary: dict[str, Any]) -> Group:
     head.add_row("accepted orders/s", _with_spread(figs["accepted_orders_per_s"]))
     head.add_row("until every buyer was told (s)", _with_spread(figs["duration_s"], 3))
     head.add_row("load generator CPU (share of a core)", _with_spread(figs["client_cpu_share"], 2))
+    if figs.get("server_cpu_share", {}).get("median") is not None:
+        head.add_row("server CPU (cores)", _with_spread(figs["server_cpu_share"], 2))
+        head.add_row(
+            "server CPU per request (µs)", _with_spread(figs["server_cpu_us_per_request"], 1)
+        )
 
     lat = Table(
         title="latency (ms), all runs merged", header_style="bold cyan", title_justify="left"
@@ -344,7 +367,7 @@ def compare_table(compare: dict[str, Any]) -> Table:
         title_justify="left",
     )
     cols = ("target", "requests/s", "accepted orders/s", "req/s ÷ bare", "accepted/s ÷ bare")
-    for col in (*cols, "load-gen CPU"):
+    for col in (*cols, "load-gen CPU", "server CPU µs/req"):
         t.add_column(col, justify="right" if col != "target" else "left")
     for name, row in compare.items():
         t.add_row(
@@ -354,6 +377,7 @@ def compare_table(compare: dict[str, Any]) -> Table:
             _pct(row.get("requests_ratio")),
             _pct(row.get("accepted_ratio")),
             _num(row.get("client_cpu_share"), 2),
+            _num(row.get("server_cpu_us_per_request"), 1),
         )
     return t
 
