@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -37,6 +39,21 @@ class ShopMetrics:
         self.stock = Gauge("miri_stock", "Live stock per goods", ["goods_id"], registry=r)
         self.bus_pending = Gauge("miri_bus_pending", "Undelivered bus deliveries", registry=r)
         self.bus_dead = Gauge("miri_bus_dead_letters", "Dead-lettered deliveries", registry=r)
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request. The labelled children are looked up once per
+        (method, route, status): ``labels()`` costs more than the count itself."""
+        key = (method, route, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -51,7 +51,7 @@ class TokenService:
         self._cache_size = cache_size
 
     def issue(self, user_id: int, role: str) -> tuple[str, Claims]:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         claims = Claims(user_id, role, uuid.uuid4().hex, now, now + self.ttl)
         token = jwt.encode(
             {
@@ -68,7 +68,7 @@ class TokenService:
         return token, claims
 
     def decode(self, token: str) -> Claims:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at <= now:

@@ -19,8 +19,7 @@ def route_tables() -> list[Api]:
 
 def create_app(shop: Shop) -> web.Application:
     app = web.Application(
-        # metrics outermost, so even failures answered by the envelope are counted.
-        middlewares=[middlewares.metrics, middlewares.envelope, middlewares.auth],
+        middlewares=[middlewares.front],
         client_max_size=MAX_BODY,
     )
     app[SHOP] = shop

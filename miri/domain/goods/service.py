@@ -163,7 +163,7 @@ class GoodsService:
         start = self._future(errors, reservation_start)
         if errors:
             raise ValidationFailed(data=errors)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         row = (seller_id, name, description, price, category)
         row += (start.timestamp() if start else None, per_buyer_limit, stock, stock, now, now)
 
@@ -209,7 +209,7 @@ class GoodsService:
             values["reservation_start"] = start.timestamp() if start else None
         if errors:
             raise ValidationFailed(data=errors)
-        values["updated_at"] = self._clock.now().timestamp()
+        values["updated_at"] = self._clock.timestamp()
         sets = ", ".join(f"{key} = ?" for key in values)
 
         def write(conn: sqlite3.Connection) -> None:
@@ -235,7 +235,7 @@ class GoodsService:
         _check(errors, "quantity", model.restock_quantity, quantity)
         if errors:
             raise ValidationFailed(data=errors)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute(
@@ -350,7 +350,7 @@ class GoodsService:
         known = await self._known(list(wanted))
         self._refuse_if_marked(known, wanted)
         pairs = list(wanted.items())
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         for _ in range(3):
             answer = await self.live.reserve(user_id, pairs, now)
             if answer.status != "MISSING":
@@ -542,7 +542,7 @@ class GoodsService:
 
     async def sync_stock(self) -> int:
         """Write live stock of changed goods back to ``goods.stock_synced``; how many were."""
-        return await check.sync_stock(self._db, self.live, self._clock.now().timestamp())
+        return await check.sync_stock(self._db, self.live, self._clock.timestamp())
 
     async def run_background(self, interval: float) -> None:
         """The server's periodic write-back, and the heartbeat that says it is serving."""

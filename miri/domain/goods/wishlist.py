@@ -48,7 +48,7 @@ class WishlistService:
     async def add(self, user_id: int, goods_id: int, quantity: int) -> WishlistEntry:
         """Put goods aside; goods already on the list get the quantity added (one row, always)."""
         _quantity(quantity)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def upsert(conn: sqlite3.Connection) -> WishlistEntry:
             if conn.execute("SELECT 1 FROM goods WHERE id = ?", (goods_id,)).fetchone() is None:
@@ -71,7 +71,7 @@ class WishlistService:
 
     async def change(self, user_id: int, wish_id: int, quantity: int) -> WishlistEntry:
         _quantity(quantity)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def update(conn: sqlite3.Connection) -> WishlistEntry:
             row = conn.execute(
@@ -156,7 +156,7 @@ class WishlistService:
 
         rows, total = await self._db.read(read)
         stocks = await self._goods.live_stocks([r["goods_id"] for r in rows], replica=True)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         items = [
             {
                 "wishListId": r["id"],

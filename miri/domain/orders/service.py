@@ -197,7 +197,7 @@ class OrderService:
             if idempotency is not None and exc.code in _REPLAYABLE:
                 await self._remember_refusal(user_id, idempotency, exc)
             raise
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         address_enc = self._cipher.encrypt(order.address, "address")
 
         def store(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -291,7 +291,7 @@ class OrderService:
             raise _KeyTaken()
 
     async def _remember_refusal(self, user_id: int, idem: Idempotency, exc: ShopError) -> None:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         body = {"error": exc.code, "msg": exc.message, "data": exc.data}
         try:
             await self._db.write(lambda c: self._claim_key(c, user_id, idem, 0, body, now))
@@ -300,7 +300,7 @@ class OrderService:
 
     async def _replay(self, user_id: int, idem: Idempotency) -> dict[str, Any] | None:
         """The first answer for this key, or None if the key is new (or older than 24 hours)."""
-        horizon = self._clock.now().timestamp() - IDEMPOTENCY_WINDOW
+        horizon = self._clock.timestamp() - IDEMPOTENCY_WINDOW
         row = await self._db.read(
             lambda c: c.execute(
                 "SELECT request_hash, status, body FROM idempotency_keys"
@@ -410,7 +410,7 @@ class OrderService:
 
     async def cancel(self, user_id: int | None, order_detail_id: int) -> dict[str, Any]:
         """Only while shipping is PENDING; stock goes back and the payment is refunded."""
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def cancel(conn: sqlite3.Connection) -> _Released:
             row = _owned_item(conn, user_id, order_detail_id)
@@ -442,7 +442,7 @@ class OrderService:
         self, user_id: int | None, order_detail_id: int, reason: str
     ) -> dict[str, Any]:
         """Only a DELIVERED item, at most a day after delivery."""
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def ask(conn: sqlite3.Connection) -> None:
             row = _owned_item(conn, user_id, order_detail_id)
@@ -463,7 +463,7 @@ class OrderService:
 
     # -- payment outcomes ---------------------------------------------------------------------
     async def on_payment_completed(self, event: PaymentCompleted) -> None:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def complete(conn: sqlite3.Connection) -> None:
             if not self._bus.first_time(conn, CONSUMER + ":completed", event.event_id):
@@ -489,7 +489,7 @@ class OrderService:
         self._bus.notify()
 
     async def on_payment_aborted(self, event: PaymentAborted) -> None:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def abort(conn: sqlite3.Connection) -> _Released | None:
             if not self._bus.first_time(conn, CONSUMER + ":aborted", event.event_id):

@@ -51,7 +51,7 @@ class PaymentService:
     # -- consumers ----------------------------------------------------------------------------
     async def on_order_placed(self, event: OrderPlaced) -> None:
         """Open one payment per item, then walk each through the gateway."""
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def open_payments(conn: sqlite3.Connection) -> list[tuple[PaymentRequest, str]]:
             if not self._bus.first_time(conn, CONSUMER + ":placed", event.event_id):
@@ -85,7 +85,7 @@ class PaymentService:
     async def on_item_canceled(self, event: OrderItemCanceled) -> None:
         """Buyer cancel → REFUNDED; expiry → PAYMENT_ABORTED (nothing was taken)."""
         status = "PAYMENT_ABORTED" if event.reason == "expired" else "REFUNDED"
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         # An expiry only aborts a payment still open (a completed one is refunded through the
         # late-payment cancel); a refund applies to anything not already aborted.
@@ -124,7 +124,7 @@ class PaymentService:
         await self._complete(request, order_id)
 
     async def _move(self, request: PaymentRequest, old: str, new: str) -> bool:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         return await self._db.write(
             lambda c: (
                 c.execute(
@@ -136,7 +136,7 @@ class PaymentService:
         )
 
     async def _complete(self, request: PaymentRequest, order_id: int) -> None:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def complete(conn: sqlite3.Connection) -> bool:
             done = conn.execute(
@@ -160,7 +160,7 @@ class PaymentService:
             self._metrics.payments.labels("completed").inc()
 
     async def _abort(self, request: PaymentRequest, order_id: int, reason: str) -> None:
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
 
         def abort(conn: sqlite3.Connection) -> bool:
             done = conn.execute(

@@ -112,7 +112,7 @@ class UserService:
         if await self._user_id_by_index(index) is not None:
             raise EmailTaken()
         token = str(uuid.uuid4())
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         try:
             await self._mailer.send(
                 email,
@@ -148,7 +148,7 @@ class UserService:
     ) -> int:
         """Create an account with a mailed token; the token is spent only if the account is made."""
         token_hash = sha256_hex(token.strip())
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         row = await self._db.read(
             lambda c: c.execute(
                 "SELECT email_index, email_enc, expires_at, used_at FROM email_verifications"
@@ -216,7 +216,7 @@ class UserService:
             raise ValidationFailed(data=errors)
         index = self._cipher.blind_index(values["email"])
         hashed = await self._hasher.hash(password)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         return await self._db.write(
             lambda c: self._insert_user(
                 c, index, values["email"], user_name, phone_number, address, hashed, role, now
@@ -235,7 +235,7 @@ class UserService:
         if role not in ROLES:
             raise ValidationFailed(data={"role": "role must be USER or ADMIN"})
         shared_hash = await self._hasher.hash(uuid.uuid4().hex + "Aa1!")
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         made: list[int] = []
         for start in range(0, count, batch):
             rows = [
@@ -341,7 +341,7 @@ class UserService:
         return claims
 
     async def logout(self, claims: Claims) -> None:
-        ttl = max(int(claims.expires_at - self._clock.now().timestamp()) + 1, 1)
+        ttl = max(int(claims.expires_at - self._clock.timestamp()) + 1, 1)
         await self._redis.set(_deny_key(claims.jti), "1", ex=ttl)
 
     def issue_token(self, user_id: int, role: str) -> str:
@@ -360,7 +360,7 @@ class UserService:
         self, user_id: int, phone_number: str | None = None, address: str | None = None
     ) -> Profile:
         enc = self._cipher.encrypt
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         sets, args = ["updated_at = ?"], [now]
         if phone_number is not None:
             sets.append("phone_enc = ?")
@@ -395,7 +395,7 @@ class UserService:
                 "the new password must differ", {"newPassword": "must differ from the current one"}
             )
         hashed = await self._hasher.hash(new)
-        now = self._clock.now().timestamp()
+        now = self._clock.timestamp()
         await self._db.write(
             lambda c: c.execute(
                 "UPDATE users SET password_hash = ?, tokens_valid_after = ?, updated_at = ?"
@@ -408,7 +408,7 @@ class UserService:
 
     async def restore_revocations(self) -> int:
         """Put password-change marks back into Redis after it lost data; returns how many."""
-        horizon = self._clock.now().timestamp() - self.tokens.ttl
+        horizon = self._clock.timestamp() - self.tokens.ttl
         rows = await self._db.read(
             lambda c: c.execute(
                 "SELECT id, tokens_valid_after FROM users WHERE tokens_valid_after > ?",
