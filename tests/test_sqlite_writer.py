@@ -94,3 +94,34 @@ async def test_writers_of_one_file_queue_on_the_shared_write_lock(db, tmp_path):
     finally:
         held.close()
     assert await db.read(rows) == [(7, "x")]
+
+
+async def test_backlog_counts_requests_waiting_not_background_work(db):
+    """The bus yields to requests while ``backlog`` is high; its own writes must not count, or
+    it throttles itself while draining."""
+    import contextvars
+    import fcntl
+
+    from miri.infra.sqlite import BACKGROUND
+
+    def insert(k: int):
+        return lambda c: c.execute("INSERT INTO t VALUES (?, 'x')", (k,))
+
+    held = open(f"{db.path}.writelock", "a+")  # noqa: SIM115 - held across the awaits below
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the writer waits: nothing leaves the queue
+        jobs = [asyncio.ensure_future(db.write(insert(k))) for k in range(3)]
+
+        def background() -> list[asyncio.Future]:
+            BACKGROUND.set(True)  # tasks made here copy this context
+            return [asyncio.ensure_future(db.write(insert(k))) for k in range(100, 150)]
+
+        jobs += contextvars.copy_context().run(background)
+        await asyncio.sleep(0.2)
+        assert db.backlog == 3
+        fcntl.flock(held, fcntl.LOCK_UN)
+        await asyncio.wait_for(asyncio.gather(*jobs), 5.0)
+    finally:
+        held.close()
+    assert db.backlog == 0
+    assert len(await db.read(rows)) == 53

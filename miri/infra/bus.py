@@ -39,14 +39,14 @@ import orjson
 from miri.config import Settings
 from miri.domain.events import Event
 from miri.infra.metrics import ShopMetrics
-from miri.infra.sqlite import Database
+from miri.infra.sqlite import BACKGROUND, Database
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event], Awaitable[None]]
 
 POLL_INTERVAL = 0.5  # seconds between looks for rows written by other processes
-BUSY_BACKLOG = 64  # writer jobs queued: above this, background deliveries hold back
+BUSY_BACKLOG = 64  # requests waiting on the writer: above this, deliveries hold back
 BUSY_CLAIMS = 16  # deliveries claimed per BUSY_SLICE while the writer is that busy
 BUSY_SLICE = 0.25  # seconds
 REAP_INTERVAL = 10.0  # seconds between looks for claims held by dead processes
@@ -359,6 +359,7 @@ class Bus:
     async def _pump(self, stopping: asyncio.Event) -> None:
         assert self._kick is not None and self._idle is not None
         kick, idle = self._kick, self._idle
+        BACKGROUND.set(True)  # this task's writes and its deliveries' (they copy the context)
         reaped_at = 0.0
         failures = 0
         try:
@@ -485,6 +486,12 @@ class Bus:
                 error,
             )
         self._outcomes.append((claim, error))
+        # Free this delivery's room before waking the pump: the task's done callback runs only
+        # after the pump's wake-up, and a pump that saw no room slept a whole poll interval
+        # with nothing left to kick it (drains ran at ~256 deliveries/s).
+        current = asyncio.current_task()
+        if current is not None:
+            self._tasks.discard(current)
         if self._kick is not None:
             self._kick.set()
 
