@@ -42,12 +42,12 @@ def store_order(conn: sqlite3.Connection) -> None:
         " VALUES (1, 100, x'0011', 1.0)"
     ).lastrowid
     detail_id = conn.execute(
-        "INSERT INTO order_details (order_id, user_id, goods_id, quantity, unit_price, status,"
+        "INSERT INTO order_items (order_id, user_id, goods_id, quantity, unit_price, status,"
         " created_at, updated_at) VALUES (?, 1, 1, 1, 100, 'PAYMENT_PENDING', 1.0, 1.0)",
         (order_id,),
     ).lastrowid
     conn.execute(
-        "INSERT INTO shipping (order_detail_id, status, status_at) VALUES (?, 'PENDING', 1.0)",
+        "INSERT INTO shipping (order_item_id, status, status_at) VALUES (?, 'PENDING', 1.0)",
         (detail_id,),
     )
     event = OrderPlaced(

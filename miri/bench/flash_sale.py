@@ -337,12 +337,12 @@ async def verify(
         ids = {
             r[0]
             for r in conn.execute(
-                "SELECT id FROM order_details WHERE goods_id = ?", (goods_id,)
+                "SELECT id FROM order_items WHERE goods_id = ?", (goods_id,)
             ).fetchall()
         }
         by_status = dict(
             conn.execute(
-                "SELECT status, COUNT(*) FROM order_details WHERE goods_id = ? GROUP BY status",
+                "SELECT status, COUNT(*) FROM order_items WHERE goods_id = ? GROUP BY status",
                 (goods_id,),
             ).fetchall()
         )

@@ -54,7 +54,7 @@ class OrderPlaced(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class PaymentCompleted(Event):
-    order_detail_id: int
+    order_item_id: int
     order_id: int
     user_id: int
 
@@ -63,7 +63,7 @@ class PaymentCompleted(Event):
 class PaymentAborted(Event):
     """The buyer abandoned, the gateway refused, or the payment timed out."""
 
-    order_detail_id: int
+    order_item_id: int
     order_id: int
     user_id: int
     reason: str
@@ -74,7 +74,7 @@ class OrderItemCanceled(Event):
     """An item was canceled: by the buyer (payments refunds), by expiry (payment aborted), or
     after a late payment for an item already canceled (payments refunds)."""
 
-    order_detail_id: int
+    order_item_id: int
     order_id: int
     user_id: int
     reason: str = "buyer"  # "buyer" | "expired" | "late-payment"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from miri.infra import keys
+
 _HIT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
@@ -29,7 +31,7 @@ class RateLimiter:
         """Count one event; returns seconds to wait when over ``limit``, else None."""
         if not self.enabled or limit <= 0:
             return None
-        count, ttl = await self._hit(keys=[f"miri:rl:{key}"], args=[window])
+        count, ttl = await self._hit(keys=[keys.rate_limit(key)], args=[window])
         return max(int(ttl), 1) if int(count) > limit else None
 
     async def check(self, key: str, limit: int) -> int | None:
@@ -37,15 +39,15 @@ class RateLimiter:
         if not self.enabled or limit <= 0:
             return None
         pipe = self._client.pipeline(transaction=False)
-        pipe.get(f"miri:rl:{key}")
-        pipe.ttl(f"miri:rl:{key}")
+        pipe.get(keys.rate_limit(key))
+        pipe.ttl(keys.rate_limit(key))
         count, ttl = await pipe.execute()
         return max(int(ttl), 1) if count is not None and int(count) >= limit else None
 
     async def undo(self, key: str) -> None:
         """Take back one counted event (the work it stood for did not happen)."""
         if self.enabled:
-            await self._undo(keys=[f"miri:rl:{key}"])
+            await self._undo(keys=[keys.rate_limit(key)])
 
     async def reset(self, key: str) -> None:
-        await self._client.delete(f"miri:rl:{key}")
+        await self._client.delete(keys.rate_limit(key))

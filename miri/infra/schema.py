@@ -145,4 +145,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (consumer, event_id)
     )
     """,
+    # 2: one word per thing: an order holds order items (the API keeps `orderDetailId`).
+    """
+    ALTER TABLE order_details RENAME TO order_items;
+    ALTER TABLE shipping RENAME COLUMN order_detail_id TO order_item_id;
+    ALTER TABLE payments RENAME COLUMN order_detail_id TO order_item_id;
+    DROP INDEX order_details_user;
+    DROP INDEX order_details_goods;
+    DROP INDEX order_details_status;
+    CREATE INDEX order_items_user ON order_items (user_id, id);
+    CREATE INDEX order_items_goods ON order_items (goods_id, status);
+    CREATE INDEX order_items_status ON order_items (status, created_at);
+    UPDATE outbox SET payload = replace(payload, '"order_detail_id"', '"order_item_id"')
+    """,
 ]

@@ -34,6 +34,7 @@ from miri.domain.errors import (
 from miri.domain.goods import check, model
 from miri.domain.goods.model import Goods
 from miri.domain.goods.stock import REBUILD_LOCK, LiveStock, SingleFlight
+from miri.infra import keys
 from miri.infra.clock import Clock, from_ts
 from miri.infra.sqlite import Database
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 SellerName = Callable[[int], Awaitable[str | None]]
 EDITABLE = ("name", "description", "price", "category", "reservation_start", "per_buyer_limit")
 CACHE_MAX = 100_000
-SERVING = "miri:goods:serving:"  # one key per serving process, kept alive by its heartbeat
+SERVING = keys.GOODS_SERVING
 SERVING_TTL = 30
 RELEASE_RETRY_FOR = 3000  # seconds; under the hour a release token is kept in Redis
 SOLD_OUT_MARK = 0.5  # seconds a sold-out answer is given without asking Redis

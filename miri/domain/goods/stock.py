@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from miri.infra import keys
+
 T = TypeVar("T")
 
-PREFIX = "miri:goods:"
-DIRTY = "miri:goods:dirty"
-CHECKED = "miri:goods:checked"  # the Redis run id that the last full rebuild ran against
-REBUILD_LOCK = "miri:goods:rebuild-lock"
-RELEASED = "miri:goods:released:"  # release tokens: a retried release is applied once
+PREFIX = keys.GOODS_PREFIX
+DIRTY = keys.GOODS_DIRTY
+REBUILD_LOCK = keys.GOODS_REBUILD_LOCK
+RELEASED = keys.GOODS_RELEASED
 
 # Many reservations in one call (those that arrived in the same loop tick), each judged and
 # applied in turn, each all-or-nothing over its items.
@@ -140,11 +141,11 @@ return n
 
 
 def goods_key(goods_id: int) -> str:
-    return f"{PREFIX}{goods_id}"
+    return keys.goods(goods_id)
 
 
 def buyers_key(goods_id: int) -> str:
-    return f"{PREFIX}{goods_id}:buyers"
+    return keys.goods_buyers(goods_id)
 
 
 def new_version() -> str:

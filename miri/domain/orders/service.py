@@ -26,6 +26,7 @@ from miri.domain.errors import (
     ShopError,
 )
 from miri.domain.events import OrderItemCanceled, OrderPlaced, PaymentAborted, PaymentCompleted
+from miri.infra import keys
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher
 from miri.infra.metrics import ShopMetrics
@@ -44,15 +45,15 @@ _REPLAYABLE = {
 }
 
 ITEM_COLUMNS = """
-    d.id AS order_detail_id, d.order_id, d.goods_id, g.name AS goods_name, g.category,
+    d.id AS order_item_id, d.order_id, d.goods_id, g.name AS goods_name, g.category,
     d.quantity, d.unit_price, d.status, s.status AS shipping_status, p.status AS payment_status,
     d.return_status, d.created_at
 """
 ITEM_JOINS = """
-    FROM order_details d
+    FROM order_items d
     JOIN goods g ON g.id = d.goods_id
-    JOIN shipping s ON s.order_detail_id = d.id
-    LEFT JOIN payments p ON p.order_detail_id = d.id
+    JOIN shipping s ON s.order_item_id = d.id
+    LEFT JOIN payments p ON p.order_item_id = d.id
 """
 
 
@@ -88,7 +89,7 @@ def _owned_item(conn: sqlite3.Connection, user_id: int | None, detail_id: int) -
     """An item with its shipping; another user's item is as absent as a missing one."""
     row = conn.execute(
         "SELECT d.user_id, d.order_id, d.status, d.return_status, s.status AS shipping,"
-        " s.status_at FROM order_details d JOIN shipping s ON s.order_detail_id = d.id"
+        " s.status_at FROM order_items d JOIN shipping s ON s.order_item_id = d.id"
         " WHERE d.id = ?",
         (detail_id,),
     ).fetchone()
@@ -159,7 +160,7 @@ class OrderService:
             return replay
         # One request per key at a time: the others wait for its answer and replay it, so
         # concurrent retries never reserve stock they would have to give back.
-        lock = f"miri:idem:{user_id}:{idempotency.key}"
+        lock = keys.idempotency_lock(user_id, idempotency.key)
         deadline = time.monotonic() + IN_FLIGHT_WAIT
         while not await self._redis.set(lock, "1", nx=True, ex=IN_FLIGHT_LOCK):
             if time.monotonic() > deadline:
@@ -211,13 +212,13 @@ class OrderService:
             for goods_id, quantity in items:
                 price = catalogue[goods_id].price
                 detail_id = conn.execute(
-                    "INSERT INTO order_details (order_id, user_id, goods_id, quantity, unit_price,"
+                    "INSERT INTO order_items (order_id, user_id, goods_id, quantity, unit_price,"
                     " status, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, 'PAYMENT_PENDING', ?, ?)",
                     (order_id, user_id, goods_id, quantity, price, now, now),
                 ).lastrowid
                 conn.execute(
-                    "INSERT INTO shipping (order_detail_id, status, status_at)"
+                    "INSERT INTO shipping (order_item_id, status, status_at)"
                     " VALUES (?, 'PENDING', ?)",
                     (detail_id, now),
                 )
@@ -321,7 +322,7 @@ class OrderService:
     # -- reading ------------------------------------------------------------------------------
     def _item(self, row: sqlite3.Row) -> dict[str, Any]:
         return {
-            "orderDetailId": row["order_detail_id"],
+            "orderDetailId": row["order_item_id"],
             "orderId": row["order_id"],
             "goodsId": row["goods_id"],
             "goodsName": row["goods_name"],
@@ -360,7 +361,7 @@ class OrderService:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
 
         def query(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
-            total = conn.execute(f"SELECT COUNT(*) FROM order_details d {clause}", args).fetchone()[
+            total = conn.execute(f"SELECT COUNT(*) FROM order_items d {clause}", args).fetchone()[
                 0
             ]
             rows = conn.execute(
@@ -372,11 +373,11 @@ class OrderService:
         rows, total = await self._db.read(query)
         return [self._item(r) for r in rows], total
 
-    async def get(self, user_id: int | None, order_detail_id: int) -> dict[str, Any]:
+    async def get(self, user_id: int | None, order_item_id: int) -> dict[str, Any]:
         """One item; another user's item is as absent as a missing one."""
         row = await self._db.read(
             lambda c: c.execute(
-                f"SELECT {ITEM_COLUMNS}, d.user_id {ITEM_JOINS} WHERE d.id = ?", (order_detail_id,)
+                f"SELECT {ITEM_COLUMNS}, d.user_id {ITEM_JOINS} WHERE d.id = ?", (order_item_id,)
             ).fetchone()
         )
         if row is None or (user_id is not None and row["user_id"] != user_id):
@@ -391,7 +392,7 @@ class OrderService:
         guard = "AND status = ?" if require_status else "AND status != 'CANCELED'"
         args: tuple[Any, ...] = (now, detail_id) + ((require_status,) if require_status else ())
         row = conn.execute(
-            "UPDATE order_details SET status = 'CANCELED', stock_released = 1, updated_at = ?"
+            "UPDATE order_items SET status = 'CANCELED', stock_released = 1, updated_at = ?"
             f" WHERE id = ? AND stock_released = 0 {guard}"
             " RETURNING goods_id, user_id, quantity, order_id",
             args,
@@ -399,7 +400,7 @@ class OrderService:
         if row is None:
             return None
         conn.execute(
-            "UPDATE shipping SET status = 'CANCELED', status_at = ? WHERE order_detail_id = ?",
+            "UPDATE shipping SET status = 'CANCELED', status_at = ? WHERE order_item_id = ?",
             (now, detail_id),
         )
         return _Released(row["goods_id"], row["user_id"], row["quantity"])
@@ -408,24 +409,24 @@ class OrderService:
         for r in released:
             await self._goods.release(r.user_id, r.goods_id, r.quantity)
 
-    async def cancel(self, user_id: int | None, order_detail_id: int) -> dict[str, Any]:
+    async def cancel(self, user_id: int | None, order_item_id: int) -> dict[str, Any]:
         """Only while shipping is PENDING; stock goes back and the payment is refunded."""
         now = self._clock.timestamp()
 
         def cancel(conn: sqlite3.Connection) -> _Released:
-            row = _owned_item(conn, user_id, order_detail_id)
+            row = _owned_item(conn, user_id, order_item_id)
             if row["status"] == "CANCELED" or row["shipping"] != "PENDING":
                 raise InvalidState(
                     f"only an item not yet shipped can be canceled (shipping is {row['shipping']},"
                     f" order is {row['status']})"
                 )
-            released = self._release_item(conn, order_detail_id, now, require_status=None)
+            released = self._release_item(conn, order_item_id, now, require_status=None)
             if released is None:
                 raise InvalidState("this item was canceled already")
             self._bus.record(
                 conn,
                 OrderItemCanceled(
-                    order_detail_id=order_detail_id,
+                    order_item_id=order_item_id,
                     order_id=row["order_id"],
                     user_id=row["user_id"],
                     reason="buyer",
@@ -436,16 +437,16 @@ class OrderService:
         released = await self._db.write(cancel)
         self._bus.notify()
         await self._give_back([released])
-        return await self.get(user_id, order_detail_id)
+        return await self.get(user_id, order_item_id)
 
     async def request_return(
-        self, user_id: int | None, order_detail_id: int, reason: str
+        self, user_id: int | None, order_item_id: int, reason: str
     ) -> dict[str, Any]:
         """Only a DELIVERED item, at most a day after delivery."""
         now = self._clock.timestamp()
 
         def ask(conn: sqlite3.Connection) -> None:
-            row = _owned_item(conn, user_id, order_detail_id)
+            row = _owned_item(conn, user_id, order_item_id)
             if row["shipping"] != "DELIVERED" or row["status"] != "COMPLETED":
                 raise InvalidState("only a delivered item can be returned")
             if row["return_status"] is not None:
@@ -453,13 +454,13 @@ class OrderService:
             if now - row["status_at"] > RETURN_WINDOW:
                 raise InvalidState("returns are possible for one day after delivery")
             conn.execute(
-                "UPDATE order_details SET return_status = 'RETURN_IN_PROGRESS', return_reason = ?,"
+                "UPDATE order_items SET return_status = 'RETURN_IN_PROGRESS', return_reason = ?,"
                 " return_requested_at = ?, updated_at = ? WHERE id = ? AND return_status IS NULL",
-                (reason, now, now, order_detail_id),
+                (reason, now, now, order_item_id),
             )
 
         await self._db.write(ask)
-        return await self.get(user_id, order_detail_id)
+        return await self.get(user_id, order_item_id)
 
     # -- payment outcomes ---------------------------------------------------------------------
     async def on_payment_completed(self, event: PaymentCompleted) -> None:
@@ -469,16 +470,16 @@ class OrderService:
             if not self._bus.first_time(conn, CONSUMER + ":completed", event.event_id):
                 return
             done = conn.execute(
-                "UPDATE order_details SET status = 'COMPLETED', updated_at = ?"
+                "UPDATE order_items SET status = 'COMPLETED', updated_at = ?"
                 " WHERE id = ? AND status = 'PAYMENT_PENDING'",
-                (now, event.order_detail_id),
+                (now, event.order_item_id),
             ).rowcount
             if not done:
                 # Paid for an item that expired or was canceled meanwhile: give the money back.
                 self._bus.record(
                     conn,
                     OrderItemCanceled(
-                        order_detail_id=event.order_detail_id,
+                        order_item_id=event.order_item_id,
                         order_id=event.order_id,
                         user_id=event.user_id,
                         reason="late-payment",
@@ -495,7 +496,7 @@ class OrderService:
             if not self._bus.first_time(conn, CONSUMER + ":aborted", event.event_id):
                 return None
             return self._release_item(
-                conn, event.order_detail_id, now, require_status="PAYMENT_PENDING"
+                conn, event.order_item_id, now, require_status="PAYMENT_PENDING"
             )
 
         released = await self._db.write(abort)
@@ -509,7 +510,7 @@ class OrderService:
 
         def expire(conn: sqlite3.Connection) -> list[_Released]:
             rows = conn.execute(
-                "SELECT id, order_id, user_id FROM order_details"
+                "SELECT id, order_id, user_id FROM order_items"
                 " WHERE status = 'PAYMENT_PENDING' AND created_at <= ?",
                 (cutoff,),
             ).fetchall()
@@ -522,7 +523,7 @@ class OrderService:
                 self._bus.record(
                     conn,
                     OrderItemCanceled(
-                        order_detail_id=row["id"],
+                        order_item_id=row["id"],
                         order_id=row["order_id"],
                         user_id=row["user_id"],
                         reason="expired",
@@ -552,8 +553,8 @@ class OrderService:
             ).rowcount
             in_transit = conn.execute(
                 "UPDATE shipping SET status = 'IN_TRANSIT', status_at = ?"
-                " WHERE status = 'PENDING' AND status_at <= ? AND order_detail_id IN"
-                " (SELECT id FROM order_details WHERE status = 'COMPLETED')",
+                " WHERE status = 'PENDING' AND status_at <= ? AND order_item_id IN"
+                " (SELECT id FROM order_items WHERE status = 'COMPLETED')",
                 (now, cutoff),
             ).rowcount
             return {"inTransit": in_transit, "delivered": delivered}
@@ -567,7 +568,7 @@ class OrderService:
 
         def complete(conn: sqlite3.Connection) -> list[_Released]:
             rows = conn.execute(
-                "UPDATE order_details SET return_status = 'RETURN_COMPLETED', stock_released = 1,"
+                "UPDATE order_items SET return_status = 'RETURN_COMPLETED', stock_released = 1,"
                 " updated_at = ? WHERE return_status = 'RETURN_IN_PROGRESS'"
                 " AND return_requested_at <= ? AND stock_released = 0"
                 " RETURNING goods_id, user_id, quantity",
@@ -584,7 +585,7 @@ class OrderService:
         def query(conn: sqlite3.Connection) -> dict[str, Any]:
             by_status = dict(
                 conn.execute(
-                    "SELECT status, COUNT(*) FROM order_details GROUP BY status"
+                    "SELECT status, COUNT(*) FROM order_items GROUP BY status"
                 ).fetchall()
             )
             shipping = dict(
@@ -592,7 +593,7 @@ class OrderService:
             )
             returns = dict(
                 conn.execute(
-                    "SELECT return_status, COUNT(*) FROM order_details"
+                    "SELECT return_status, COUNT(*) FROM order_items"
                     " WHERE return_status IS NOT NULL GROUP BY return_status"
                 ).fetchall()
             )

@@ -11,7 +11,7 @@ from typing import Protocol
 @dataclass(frozen=True)
 class PaymentRequest:
     payment_id: int
-    order_detail_id: int
+    order_item_id: int
     user_id: int
     amount: int
 

@@ -57,7 +57,7 @@ class PaymentService:
             if not self._bus.first_time(conn, CONSUMER + ":placed", event.event_id):
                 # Seen before: resume whatever is still open (a crash mid-walk), start nothing new.
                 rows = conn.execute(
-                    "SELECT id, order_detail_id, user_id, amount, status FROM payments"
+                    "SELECT id, order_item_id, user_id, amount, status FROM payments"
                     f" WHERE order_id = ? AND status IN {OPEN}",
                     (event.order_id,),
                 ).fetchall()
@@ -67,7 +67,7 @@ class PaymentService:
                 amount = item["unitPrice"] * item["quantity"]
                 # OR IGNORE: a cancel that arrived first already settled this item as REFUNDED.
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO payments (order_detail_id, order_id, user_id, amount,"
+                    "INSERT OR IGNORE INTO payments (order_item_id, order_id, user_id, amount,"
                     " status, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, 'PAYMENT_SCREEN_ENTERED', ?, ?)",
                     (item["orderDetailId"], event.order_id, event.user_id, amount, now, now),
@@ -95,11 +95,11 @@ class PaymentService:
             if not self._bus.first_time(conn, CONSUMER + ":canceled", event.event_id):
                 return
             conn.execute(
-                "INSERT INTO payments (order_detail_id, order_id, user_id, amount, status,"
+                "INSERT INTO payments (order_item_id, order_id, user_id, amount, status,"
                 " created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?)"
-                " ON CONFLICT (order_detail_id) DO UPDATE SET status = excluded.status,"
+                " ON CONFLICT (order_item_id) DO UPDATE SET status = excluded.status,"
                 f" updated_at = excluded.updated_at WHERE status IN {settles}",
-                (event.order_detail_id, event.order_id, event.user_id, status, now, now),
+                (event.order_item_id, event.order_id, event.user_id, status, now, now),
             )
 
         await self._db.write(settle)
@@ -148,7 +148,7 @@ class PaymentService:
                 self._bus.record(
                     conn,
                     PaymentCompleted(
-                        order_detail_id=request.order_detail_id,
+                        order_item_id=request.order_item_id,
                         order_id=order_id,
                         user_id=request.user_id,
                     ),
@@ -172,7 +172,7 @@ class PaymentService:
                 self._bus.record(
                     conn,
                     PaymentAborted(
-                        order_detail_id=request.order_detail_id,
+                        order_item_id=request.order_item_id,
                         order_id=order_id,
                         user_id=request.user_id,
                         reason=reason,

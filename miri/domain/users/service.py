@@ -19,6 +19,7 @@ from miri.domain.errors import (
     Unavailable,
     ValidationFailed,
 )
+from miri.infra import keys
 from miri.infra.breakers import CircuitOpen
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher, sha256_hex
@@ -62,11 +63,11 @@ class Login:
 
 
 def _deny_key(jti: str) -> str:
-    return f"miri:deny:{jti}"
+    return keys.token_denied(jti)
 
 
 def _valid_after_key(user_id: int) -> str:
-    return f"miri:tva:{user_id}"
+    return keys.tokens_valid_after(user_id)
 
 
 class UserService:

@@ -1,0 +1,42 @@
+"""Every Redis key name the shop uses, in one place.
+
+All keys start with ``miri:`` so an operator can tell the shop's keys from others on a shared
+Redis. Goods keys share the ``miri:goods:`` prefix: the stock snapshot scans it.
+"""
+
+from __future__ import annotations
+
+GOODS_PREFIX = "miri:goods:"
+GOODS_DIRTY = "miri:goods:dirty"  # goods -> change counter, for the write-back
+GOODS_REBUILD_LOCK = "miri:goods:rebuild-lock"
+GOODS_RELEASED = "miri:goods:released:"  # release tokens: a retried release is applied once
+GOODS_SERVING = "miri:goods:serving:"  # one key per serving process, kept alive by its heartbeat
+
+
+def goods(goods_id: int) -> str:
+    """Live stock, opening time, per-buyer limit and version of one goods (a hash)."""
+    return f"{GOODS_PREFIX}{goods_id}"
+
+
+def goods_buyers(goods_id: int) -> str:
+    """Buyer -> quantity held in active orders, for the per-buyer limit (a hash)."""
+    return f"{GOODS_PREFIX}{goods_id}:buyers"
+
+
+def rate_limit(key: str) -> str:
+    return f"miri:rl:{key}"
+
+
+def token_denied(jti: str) -> str:
+    """A logged-out token's id, kept until the token would have expired anyway."""
+    return f"miri:deny:{jti}"
+
+
+def tokens_valid_after(user_id: int) -> str:
+    """Tokens of this user issued before this time are refused (password change)."""
+    return f"miri:tva:{user_id}"
+
+
+def idempotency_lock(user_id: int, key: str) -> str:
+    """Held while one request with this Idempotency-Key is in flight."""
+    return f"miri:idem:{user_id}:{key}"

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: accounts, goods, servers, the dashboard."""

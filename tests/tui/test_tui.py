@@ -1,0 +1,405 @@
+"""The dashboard, driven through Textual's pilot against a real shop (SQLite + embedded Redis).
+
+Every admin action is taken the way an operator takes it (its key, a form or a confirmation, or
+the command palette), and each test checks the shop's data changed, not only the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, Static
+
+from miri.domain.events import Event
+from miri.server.app import create_app
+from miri.server.presence import announce, presence_path, servers
+from miri.tui.bench import BenchScreen
+from miri.tui.screens import ConfirmScreen, FormScreen, JobPicker
+from tests.support.goods import add_goods
+from tests.support.shop import add_user, free_port, make_settings
+from tests.support.tui import (
+    cells,
+    column,
+    dashboard,
+    place_paid_order,
+    screen_text,
+    settle,
+    wait_for,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DashboardPing(Event):
+    n: int
+
+
+def fill(form: FormScreen, **values: str) -> None:
+    for name, value in values.items():
+        form.query_one(f"#field-{name}", Input).value = value
+
+
+def error_of(form: FormScreen, name: str) -> str:
+    return str(form.query_one(f"#error-{name}", Static).render())
+
+
+# -- what it shows -----------------------------------------------------------------------------------
+async def test_panels_show_the_shop(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        shop = app.shop
+        assert shop is not None, app.shop_error
+        shirt = await add_goods(shop, stock=10, price=39_000, name="Linen Shirt")
+        later = await add_goods(
+            shop, shirt.seller_id, name="Wool Coat", opens=clock.now() + timedelta(hours=2)
+        )
+        item = await place_paid_order(shop, shirt.goods_id, 3)
+        await app.refresh_all()
+        await pilot.pause()
+
+        goods = app.query_one("#goods", DataTable)
+        row = cells(goods, str(shirt.goods_id))
+        # id, name, category, price, sale opens, stock, live, sold, buyers
+        assert row[1:4] == ["Linen Shirt", "FASHION", "39,000"]
+        assert row[4] == "open" and row[5:] == ["10", "7", "3", "1"]
+        assert "(in 2h00m)" in cells(goods, str(later.goods_id))[4]
+
+        orders = app.query_one("#orders", DataTable)
+        line = cells(orders, str(item))
+        assert line[2] == "Linen Shirt" and line[3] == "3"
+        assert line[5:9] == ["COMPLETED", "COMPLETED", "PENDING", "-"]
+
+        jobs = column(app.query_one("#jobs", DataTable), "job")
+        assert set(jobs) == {"shipping", "returns", "payment-expiry", "stock-sync"}
+        next_runs = column(app.query_one("#jobs", DataTable), "next run")
+        assert all(n != "-" for n in next_runs)
+
+        text = screen_text(app)
+        assert "no server on this data dir" in text
+        assert "PAYMENT_COMPLETED" in text  # payment outcomes
+        assert "backlog" in text and "dead letters" in text
+        assert "Redis" in text and "SQLite" in text and "embedded" in text
+        assert app.snapshot is not None and app.snapshot.errors == {}
+        assert app.snapshot.health["status"] == "ok"
+        assert sum(app.snapshot.rate) == 1  # one order, at the shop clock's "now"
+        assert app.snapshot.rate[-1] == 1
+
+
+async def test_periodic_refresh_picks_up_changes(settings, clock):
+    async with dashboard(settings, clock, refresh=0.1) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop, name="Cotton Tee")
+        table = app.query_one("#goods", DataTable)
+        for _ in range(200):  # bounded: the 0.1 s timer refreshes on its own
+            await pilot.pause(0.05)
+            if str(goods.goods_id) in [k.value for k in table.rows]:
+                break
+        assert cells(table, str(goods.goods_id))[1] == "Cotton Tee"
+
+
+async def test_a_shop_that_cannot_open_is_reported_not_fatal(data_dir):
+    settings = make_settings(data_dir, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with dashboard(settings) as (app, pilot):
+        assert app.shop is None and app.shop_error
+        assert "shop unavailable" in screen_text(app)
+        await pilot.press("s")  # an action without a shop: told, not crashed
+        await settle(pilot)
+        assert len(app.screen_stack) == 1
+        assert "no server on this data dir" in screen_text(app)
+
+
+# -- where the server is ---------------------------------------------------------------------------
+async def test_server_presence_is_found_and_probed(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        server = TestServer(create_app(app.shop), host="127.0.0.1")
+        await server.start_server()
+        try:
+            url = str(server.make_url("")).rstrip("/")
+            with announce(settings.data_dir, url):
+                await app.refresh_all()
+                await pilot.pause()
+                [found] = app.servers
+                assert found.pid == os.getpid() and found.url == url and found.health == "ok"
+                text = screen_text(app)
+                assert "serving" in text and url in text and f"pid {os.getpid()}" in text
+        finally:
+            await server.close()
+        assert not presence_path(settings.data_dir).exists()
+        await app.refresh_all()
+        assert app.servers == []
+
+
+def test_stale_presence_of_a_dead_process_is_ignored(settings):
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    pid = int(done.stdout)
+    path = presence_path(settings.data_dir, pid)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"pid": pid, "url": "http://127.0.0.1:1", "startedAt": 0}))
+    assert servers(settings.data_dir) == []
+    # This process is alive, but started after the file says its server did: a reused pid.
+    mine = presence_path(settings.data_dir)
+    mine.write_text(json.dumps({"pid": os.getpid(), "url": "http://x", "startedAt": 1.0}))
+    assert servers(settings.data_dir) == []
+
+
+@pytest.mark.timeout(90)
+async def test_miri_serve_announces_itself_while_it_runs(data_dir: Path):
+    port = free_port()
+    env = {**os.environ, "MIRI_DATA_DIR": str(data_dir), "MIRI_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "miri.cli.main", "serve", "--port", str(port), "--no-access-log",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(600):
+            found = await asyncio.to_thread(servers, data_dir)
+            if found or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert [(s["pid"], s["url"]) for s in found] == [(proc.pid, f"http://127.0.0.1:{port}")]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert await asyncio.to_thread(servers, data_dir) == []
+    assert not presence_path(data_dir, proc.pid).exists()
+
+
+# -- actions ---------------------------------------------------------------------------------------
+async def test_add_goods_form_validates_then_adds(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        await pilot.press("a")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+
+        fill(form, name="Linen Shirt", description="Summer sale", price="", stock="5")
+        form.query_one("#ok", Button).press()  # by the button: errors can push it off-screen
+        await wait_for(pilot, lambda: error_of(form, "price") != "")
+        assert error_of(form, "price") == "required"
+
+        fill(form, name="A" * 21, price="39000", opens="2020-01-01T10:00", limit="0")
+        form.query_one("#ok", Button).press()  # by the button: errors can push it off-screen
+        await wait_for(pilot, lambda: error_of(form, "name") != "")
+        assert app.screen is form  # refused by the shop: every bad field says why
+        assert error_of(form, "name") == "goodsName must be 1 to 20 characters"
+        assert error_of(form, "opens") == "reservationStartTime must be in the future"
+        assert error_of(form, "limit").startswith("perBuyerLimit must be an integer")
+        assert error_of(form, "price") == ""
+        assert (await app.shop.goods.listing(0, 10))[1] == 0
+
+        fill(form, name="Linen Shirt", opens="+2h", limit="2")
+        form.query_one("#ok", Button).press()  # by the button: errors can push it off-screen
+        await wait_for(pilot, lambda: app.screen is not form)
+        [(goods, live)], total = await app.shop.goods.listing(0, 10)
+        assert (goods.name, goods.price, goods.stock_total, live) == ("Linen Shirt", 39000, 5, 5)
+        assert goods.per_buyer_limit == 2
+        assert goods.reservation_start == clock.now() + timedelta(hours=2)
+        seller = await app.shop.users.profile(goods.seller_id)
+        assert seller.email == "seller@miri.local"
+        assert cells(app.query_one("#goods", DataTable), str(goods.goods_id))[1] == "Linen Shirt"
+
+
+async def test_seed_goods(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        await pilot.press("s")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        fill(form, quantity="0")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert error_of(form, "quantity") == "from 1 to 10,000"
+        fill(form, quantity="7")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen is not form
+        _, total = await app.shop.goods.listing(0, 1)
+        assert total == 7
+        assert app.query_one("#goods", DataTable).row_count == 7
+
+
+async def test_restock_then_open_the_sale(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop, stock=10, opens=clock.now() + timedelta(days=1))
+        await app.refresh_all()
+        table = app.query_one("#goods", DataTable)
+        table.move_cursor(row=table.get_row_index(str(goods.goods_id)))
+
+        await pilot.press("r")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        fill(form, quantity="7")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen is not form
+        assert (await app.shop.goods.get(goods.goods_id)).stock_total == 17
+        assert await app.shop.goods.live_stock(goods.goods_id) == 17
+        assert cells(table, str(goods.goods_id))[5:7] == ["17", "17"]
+
+        await pilot.press("o")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot)
+        opened = await app.shop.goods.get(goods.goods_id)
+        assert opened.reservation_start is None and opened.sale_open(clock.now())
+        assert cells(table, str(goods.goods_id))[4] == "open"
+        buyer, _ = await add_user(app.shop, "early@example.com")
+        await app.shop.orders.place(buyer, goods.goods_id, 1, "Seoul 1")  # no SALE_NOT_OPEN
+
+
+async def test_cancel_an_order_item(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop, stock=5)
+        item = await place_paid_order(app.shop, goods.goods_id, 2)
+        await app.refresh_all()
+        orders = app.query_one("#orders", DataTable)
+        orders.move_cursor(row=orders.get_row_index(str(item)))
+
+        await pilot.press("c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # changed their mind: nothing happens
+        await settle(pilot)
+        assert (await app.shop.orders.get(None, item))["orderStatus"] == "COMPLETED"
+
+        await pilot.press("c")
+        await pilot.click("#yes")
+        await settle(pilot)
+        after = await app.shop.orders.get(None, item)
+        assert after["orderStatus"] == "CANCELED" and after["shippingStatus"] == "CANCELED"
+        assert after["paymentStatus"] == "REFUNDED"  # the bus delivered the refund
+        assert await app.shop.goods.live_stock(goods.goods_id) == 5
+        assert cells(orders, str(item))[5:8] == ["CANCELED", "REFUNDED", "CANCELED"]
+
+
+async def test_run_a_job_now(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop)
+        item = await place_paid_order(app.shop, goods.goods_id)
+        clock.advance(days=1, seconds=1)  # shipping moves items whose status is a day old
+        await pilot.press("j")
+        picker = app.screen
+        assert isinstance(picker, JobPicker)
+        options = picker.query_one(OptionList)
+        names = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        options.highlighted = names.index("shipping")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert (await app.shop.orders.get(None, item))["shippingStatus"] == "IN_TRANSIT"
+        jobs = app.query_one("#jobs", DataTable)
+        assert cells(jobs, "shipping")[3] == "inTransit 1, delivered 0"
+
+
+async def test_replay_dead_letters(data_dir, clock):
+    settings = make_settings(data_dir, bus_max_attempts=1)
+    async with dashboard(settings, clock) as (app, pilot):
+        shop = app.shop
+        assert shop is not None
+        handled: list[int] = []
+        broken = True
+
+        async def flaky(event: DashboardPing) -> None:
+            if broken:
+                raise RuntimeError("audit store down")
+            handled.append(event.n)
+
+        shop.bus.subscribe("audit", DashboardPing, flaky)
+        await shop.db.write(lambda conn: shop.bus.record(conn, DashboardPing(n=1)))
+        assert await shop.bus.drain(timeout=10)
+        await app.refresh_all()
+        assert (await shop.bus.counts())["deadLetters"] == 1
+        dead = app.query_one("#dead", DataTable)
+        assert dead.row_count == 1
+        assert "audit store down" in str(dead.get_row_at(0)[4])
+
+        broken = False
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot)
+        assert handled == [1]
+        assert await shop.bus.counts() == {"pending": 0, "deadLetters": 0}
+        assert dead.row_count == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "expect"),
+    [
+        ("Seed goods", FormScreen),
+        ("Run a job now", JobPicker),
+        ("Flash-sale benchmark", BenchScreen),
+    ],
+)
+async def test_command_palette_offers_the_actions(settings, clock, command, expect):
+    async with dashboard(settings, clock) as (app, pilot):
+        await pilot.press("ctrl+p")
+        await pilot.press(*command)
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, expect)
+        if command == "Seed goods":  # carried through: goods are made
+            fill(app.screen, quantity="3")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.shop is not None and (await app.shop.goods.listing(0, 1))[1] == 3
+
+
+@pytest.mark.timeout(120)
+async def test_flash_sale_benchmark_runs_on_screen(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        await pilot.press("b")
+        bench = app.screen
+        assert isinstance(bench, BenchScreen)
+        bench.query_one("#bench-buyers", Input).value = "0"
+        bench.query_one("#bench-start", Button).press()
+        await wait_for(pilot, lambda: str(bench.query_one("#bench-error").render()) != "")
+        assert "buyers must be a whole number" in str(bench.query_one("#bench-error").render())
+
+        bench.query_one("#bench-buyers", Input).value = "40"
+        bench.query_one("#bench-stock", Input).value = "60"
+        bench.query_one("#bench-concurrency", Input).value = "8"
+        bench.query_one("#bench-start", Button).press()
+        # The worker's end reaches the screen as a message.
+        await wait_for(pilot, lambda: bench.result is not None or bench.error is not None, 90)
+        assert bench.error is None, bench.error
+        assert bench.result is not None and bench.result["passed"], bench.result["checks"]
+        assert bench.phase == "done: all checks pass"
+        bar = bench.query_one("#bench-progress", ProgressBar)
+        assert bar.total == 60 and bar.progress == 60
+        shown = screen_text(app)
+        assert "flash sale (lua, in-process)" in shown and "accepted" in shown
+        # It ran on this shop: its goods sold out here, and the dashboard sees them.
+        rows, _ = await app.shop.goods.listing(0, 5, q="Bench sale")
+        [(goods, live)] = rows
+        assert goods.stock_total == 60 and live == 0
+        await pilot.click("#bench-close")
+        await settle(pilot)
+        assert not isinstance(app.screen, BenchScreen)
+        assert cells(app.query_one("#goods", DataTable), str(goods.goods_id))[6:8] == [
+            "sold out",
+            "60",
+        ]
+
+
+def test_the_cli_registers_the_dashboard():
+    from typer.testing import CliRunner
+
+    from miri.cli.main import app
+
+    result = CliRunner().invoke(app, ["dashboard", "--help"])
+    assert result.exit_code == 0 and "--refresh" in result.output
+    assert CliRunner().invoke(app, ["dashboard", "--refresh", "0"]).exit_code == 2
