@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, table
+from miri.server.routes.users import profile_out
 from miri.shop import Shop
 
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -57,8 +58,9 @@ def list_users(
     Example: miri user list --size 20 --json
     """
     settings = settings_for(data_dir, redis_url=redis_url)
-    profiles, total = run(lambda shop: shop.users.list(page, size), settings)
-    data = {"items": [p.to_api() for p in profiles], "totalItems": total}
+    found = run(lambda shop: shop.users.list(page, size), settings)
+    total = found.total_items
+    data = {"items": [profile_out(p) for p in found.items], "totalItems": total}
     emit(
         data,
         as_json,
@@ -87,7 +89,7 @@ def show(
     settings = settings_for(data_dir, redis_url=redis_url)
     profile = run(lambda shop: shop.users.find(who), settings)
     emit(
-        profile.to_api(),
+        profile_out(profile),
         as_json,
         lambda d: table(f"User {d['userId']}", ["field", "value"], list(d.items())),
     )

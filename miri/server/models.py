@@ -15,7 +15,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from miri.domain import rules
+from miri.domain.users import rules
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ class Body(BaseModel):
 def text(pattern: str | None = None, **bounds: int) -> WithJsonSchema:
     """The OpenAPI description of a string that a rule function checks.
 
-    The rules (``miri.domain.rules``) give the messages clients see; this says the same in JSON
+    The rules (``miri.domain.users.rules``) give the messages clients see; this says the same in JSON
     Schema so that whatever the schema allows is accepted and the rest refused (schemathesis
     checks both directions).
     """

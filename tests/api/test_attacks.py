@@ -239,8 +239,8 @@ async def test_injection_and_odd_unicode_in_every_text_field(client: Any, shop: 
         assert (data["goodsName"], data["goodsDescription"]) == (name, description)
     # Nothing was dropped or rewritten by an injected statement.
     assert count(shop, "users") == 1
-    profile = (await shop.users.profile(user_id)).to_api()
-    assert profile["email"] == "seller@example.com"
+    profile = await shop.users.profile(user_id)
+    assert profile.email == "seller@example.com"
     for raw in (b'{"email": "\\ud800@example.com"}', b'{"email": "a\xff@example.com"}'):
         resp = await client.post(
             "/api/verify-email", data=raw, headers={"Content-Type": "application/json"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from miri.domain import rules
+from miri.domain.users import rules
 from tests.support.shop import add_user, bearer, outbox_tokens
 
 ALL_SPECIALS = "!@#$%^&*()-_=+[]{}|;:'\",.<>/?"
@@ -259,7 +259,7 @@ async def test_login_wrong_types(client: Any, shop: Any) -> None:
 
 async def test_profile_patch_refused_changes_nothing(client: Any, shop: Any) -> None:
     user_id, token = await add_user(shop)
-    before = (await shop.users.profile(user_id)).to_api()
+    before = (await shop.users.profile(user_id))
     for body, fields in [
         ({"phoneNumber": "010-12-5678"}, ["phoneNumber"]),
         ({"address": "Seoul/1"}, ["address"]),
@@ -271,7 +271,7 @@ async def test_profile_patch_refused_changes_nothing(client: Any, shop: Any) -> 
     ]:
         resp = await client.patch("/api/auth/users", json=body, headers=bearer(token))
         await _expect_invalid(resp, *fields)
-    assert (await shop.users.profile(user_id)).to_api() == before
+    assert (await shop.users.profile(user_id)) == before
 
 
 async def test_change_password_invalid_new(client: Any, shop: Any) -> None:
@@ -309,7 +309,7 @@ NOT_OBJECTS += [b"\xff\xfe{}", b"{'email': 'single quotes'}"]
 @pytest.mark.parametrize("method, path, auth", BODY_ROUTES)
 async def test_malformed_json(client: Any, shop: Any, method: str, path: str, auth: bool) -> None:
     user_id, token = await add_user(shop)
-    before = (await shop.users.profile(user_id)).to_api()
+    before = (await shop.users.profile(user_id))
     headers = {"Content-Type": "application/json", **(bearer(token) if auth else {})}
     for raw in NOT_OBJECTS:
         resp = await client.request(method, path, data=raw, headers=headers)
@@ -319,7 +319,7 @@ async def test_malformed_json(client: Any, shop: Any, method: str, path: str, au
         assert body["msg"]
     assert await _count(shop, "users") == 1
     assert await _count(shop, "email_verifications") == 0
-    assert (await shop.users.profile(user_id)).to_api() == before
+    assert (await shop.users.profile(user_id)) == before
 
 
 def _padded(obj: bytes, size: int) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from miri.config import Settings
-from miri.domain import rules
 from miri.domain.errors import (
     EmailTaken,
     NotFound,
@@ -19,6 +17,8 @@ from miri.domain.errors import (
     Unavailable,
     ValidationFailed,
 )
+from miri.domain.paging import Page
+from miri.domain.users import rules, store
 from miri.infra import keys
 from miri.infra.breakers import CircuitOpen
 from miri.infra.clock import Clock
@@ -43,16 +43,6 @@ class Profile:
     address: str
     role: str
     created_at: float
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "userId": self.user_id,
-            "email": self.email,
-            "userName": self.user_name,
-            "phoneNumber": self.phone_number,
-            "address": self.address,
-            "role": self.role,
-        }
 
 
 @dataclass(frozen=True)
@@ -126,16 +116,10 @@ class UserService:
                 await self._limiter.undo(key)
             raise Unavailable("the mail server is unavailable; try again later") from exc
         email_enc = self._cipher.encrypt(email, "email")
-
-        def store(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO email_verifications"
-                " (token_hash, email_index, email_enc, expires_at, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (sha256_hex(token), index, email_enc, now + VERIFICATION_TTL, now),
-            )
-
-        await self._db.write(store)
+        expires = now + VERIFICATION_TTL
+        await self._db.write(
+            lambda c: store.add_verification(c, sha256_hex(token), index, email_enc, expires, now)
+        )
 
     async def sign_up(
         self,
@@ -150,13 +134,7 @@ class UserService:
         """Create an account with a mailed token; the token is spent only if the account is made."""
         token_hash = sha256_hex(token.strip())
         now = self._clock.timestamp()
-        row = await self._db.read(
-            lambda c: c.execute(
-                "SELECT email_index, email_enc, expires_at, used_at FROM email_verifications"
-                " WHERE token_hash = ?",
-                (token_hash,),
-            ).fetchone()
-        )
+        row = await self._db.read(lambda c: store.verification(c, token_hash))
         if row is None or row["used_at"] is not None or row["expires_at"] <= now:
             raise ValidationFailed(
                 "the verification token is invalid, used or expired",
@@ -244,7 +222,7 @@ class UserService:
                 for n in range(start, min(start + batch, count))
             ]
 
-            def insert(conn: sqlite3.Connection, rows: list[tuple[str, ...]] = rows) -> list[int]:
+            def insert(conn: Any, rows: list[tuple[str, ...]] = rows) -> list[int]:
                 index = self._cipher.blind_index
                 return [
                     self._insert_user(conn, index(e), e, nm, ph, ad, shared_hash, role, now)
@@ -256,7 +234,7 @@ class UserService:
 
     def _insert_user(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         index: bytes,
         email: str,
         user_name: str,
@@ -268,36 +246,19 @@ class UserService:
         spend_token: str | None = None,
     ) -> int:
         if spend_token is not None:
-            spent = conn.execute(
-                "UPDATE email_verifications SET used_at = ?"
-                " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
-                (now, spend_token, now),
-            ).rowcount
-            if spent != 1:
-                raise ValidationFailed(
-                    "the verification token is invalid, used or expired",
-                    {"emailVerificationToken": "invalid, already used or expired"},
-                )
+            store.spend_verification(conn, spend_token, now)
         enc = self._cipher.encrypt
-        try:
-            cur = conn.execute(
-                "INSERT INTO users (email_index, email_enc, name_enc, phone_enc, address_enc,"
-                " password_hash, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    index,
-                    enc(email, "email"),
-                    enc(user_name, "name"),
-                    enc(phone_number, "phone"),
-                    enc(address, "address"),
-                    password_hash,
-                    role,
-                    now,
-                    now,
-                ),
-            )
-        except sqlite3.IntegrityError:
-            raise EmailTaken() from None
-        return int(cur.lastrowid)
+        return store.add_user(
+            conn,
+            email_index=index,
+            email_enc=enc(email, "email"),
+            name_enc=enc(user_name, "name"),
+            phone_enc=enc(phone_number, "phone"),
+            address_enc=enc(address, "address"),
+            password_hash=password_hash,
+            role=role,
+            now=now,
+        )
 
     # -- sign-in ------------------------------------------------------------------------------
     async def login(self, email: str, password: str) -> Login:
@@ -314,11 +275,7 @@ class UserService:
         wait = await self._limiter.hit(failures, s.login_failures_per_email, s.login_failure_window)
         if wait is not None:
             raise RateLimited(wait, "too many failed logins; try again later")
-        row = await self._db.read(
-            lambda c: c.execute(
-                "SELECT id, password_hash, role FROM users WHERE email_index = ?", (index,)
-            ).fetchone()
-        )
+        row = await self._db.read(lambda c: store.credentials(c, index))
         ok = await self._hasher.verify(password, row["password_hash"] if row else None)
         if row is None or not ok:
             raise Unauthenticated("wrong email or password")
@@ -350,9 +307,7 @@ class UserService:
 
     # -- profile ------------------------------------------------------------------------------
     async def profile(self, user_id: int) -> Profile:
-        row = await self._db.read(
-            lambda c: c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
-        )
+        row = await self._db.read(lambda c: store.user(c, user_id))
         if row is None:
             raise NotFound("no such user")
         return self._profile(row)
@@ -362,17 +317,13 @@ class UserService:
     ) -> Profile:
         enc = self._cipher.encrypt
         now = self._clock.timestamp()
-        sets, args = ["updated_at = ?"], [now]
-        if phone_number is not None:
-            sets.append("phone_enc = ?")
-            args.append(enc(rules.phone_number(phone_number), "phone"))
-        if address is not None:
-            sets.append("address_enc = ?")
-            args.append(enc(rules.address(address), "address"))
+        phone_enc = (
+            enc(rules.phone_number(phone_number), "phone") if phone_number is not None else None
+        )
+        address_enc = enc(rules.address(address), "address") if address is not None else None
 
-        def update(conn: sqlite3.Connection) -> None:
-            sql = f"UPDATE users SET {', '.join(sets)} WHERE id = ?"
-            if conn.execute(sql, (*args, user_id)).rowcount != 1:
+        def update(conn: Any) -> None:
+            if not store.update_contact(conn, user_id, now, phone_enc, address_enc):
                 raise NotFound("no such user")
 
         await self._db.write(update)
@@ -380,14 +331,10 @@ class UserService:
 
     async def change_password(self, user_id: int, current: str, new: str) -> None:
         """Every token issued before now stops working, the caller's included."""
-        row = await self._db.read(
-            lambda c: c.execute(
-                "SELECT password_hash FROM users WHERE id = ?", (user_id,)
-            ).fetchone()
-        )
-        if row is None:
+        current_hash = await self._db.read(lambda c: store.password_hash(c, user_id))
+        if current_hash is None:
             raise NotFound("no such user")
-        if not await self._hasher.verify(current, row["password_hash"]):
+        if not await self._hasher.verify(current, current_hash):
             raise ValidationFailed(
                 "the current password is not correct", {"currentPassword": "is not correct"}
             )
@@ -397,25 +344,14 @@ class UserService:
             )
         hashed = await self._hasher.hash(new)
         now = self._clock.timestamp()
-        await self._db.write(
-            lambda c: c.execute(
-                "UPDATE users SET password_hash = ?, tokens_valid_after = ?, updated_at = ?"
-                " WHERE id = ?",
-                (hashed, now, now, user_id),
-            )
-        )
+        await self._db.write(lambda c: store.set_password(c, user_id, hashed, now))
         # Tokens live at most token_ttl, so the mark can expire with the last one it refuses.
         await self._redis.set(_valid_after_key(user_id), repr(now), ex=self.tokens.ttl + 60)
 
     async def restore_revocations(self) -> int:
         """Put password-change marks back into Redis after it lost data; returns how many."""
         horizon = self._clock.timestamp() - self.tokens.ttl
-        rows = await self._db.read(
-            lambda c: c.execute(
-                "SELECT id, tokens_valid_after FROM users WHERE tokens_valid_after > ?",
-                (horizon,),
-            ).fetchall()
-        )
+        rows = await self._db.read(lambda c: store.revoked_since(c, horizon))
         for row in rows:
             await self._redis.set(
                 _valid_after_key(row["id"]),
@@ -436,37 +372,14 @@ class UserService:
             raise NotFound("no such user")
         return await self.profile(user_id)
 
-    async def list(self, page: int = 0, size: int = 50) -> tuple[list[Profile], int]:
-        def query(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
-            total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-            rows = conn.execute(
-                "SELECT * FROM users ORDER BY id DESC LIMIT ? OFFSET ?", (size, page * size)
-            ).fetchall()
-            return rows, total
-
-        rows, total = await self._db.read(query)
-        return [self._profile(r) for r in rows], total
-
-    async def names(self, user_ids: list[int]) -> dict[int, str]:
-        """Display names by id (e.g. the seller of goods)."""
-        ids = sorted(set(user_ids))
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = await self._db.read(
-            lambda c: c.execute(
-                f"SELECT id, name_enc FROM users WHERE id IN ({marks})", ids
-            ).fetchall()
-        )
-        return {r["id"]: self._cipher.decrypt(r["name_enc"], "name") for r in rows}
+    async def list(self, page: int = 0, size: int = 50) -> Page[Profile]:
+        rows, total = await self._db.read(lambda c: store.page(c, page, size))
+        return Page([self._profile(r) for r in rows], page, size, total)
 
     async def _user_id_by_index(self, index: bytes) -> int | None:
-        row = await self._db.read(
-            lambda c: c.execute("SELECT id FROM users WHERE email_index = ?", (index,)).fetchone()
-        )
-        return None if row is None else int(row["id"])
+        return await self._db.read(lambda c: store.id_by_email_index(c, index))
 
-    def _profile(self, row: sqlite3.Row) -> Profile:
+    def _profile(self, row: Any) -> Profile:
         dec = self._cipher.decrypt
         return Profile(
             user_id=row["id"],

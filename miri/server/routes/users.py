@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
+from miri.domain.users.service import Profile
 from miri.server.api import Api, ok
 from miri.server.keys import SHOP
 from miri.server.models import (
@@ -86,6 +87,18 @@ class ProfileOut(BaseModel):
     phoneNumber: str
     address: str
     role: str
+
+
+def profile_out(profile: Profile) -> dict[str, Any]:
+    """A profile as the API shows it (the CLI's ``--json`` shows the same)."""
+    return {
+        "userId": profile.user_id,
+        "email": profile.email,
+        "userName": profile.user_name,
+        "phoneNumber": profile.phone_number,
+        "address": profile.address,
+        "role": profile.role,
+    }
 
 
 class MyPage(ProfileOut):
@@ -179,7 +192,7 @@ async def my_page(request: web.Request) -> web.Response:
         _part("orders", parts.get("orders"), user_id),
     )
     return ok(
-        {**profile.to_api(), "registeredGoods": goods, "wishList": wishlist, "orders": orders}
+        {**profile_out(profile), "registeredGoods": goods, "wishList": wishlist, "orders": orders}
     )
 
 
@@ -194,7 +207,7 @@ async def update_profile(request: web.Request, body: ProfilePatch) -> web.Respon
     profile = await request.app[SHOP].users.update_profile(
         request["claims"].user_id, phone_number=body.phoneNumber, address=body.address
     )
-    return ok(profile.to_api(), msg="profile updated")
+    return ok(profile_out(profile), msg="profile updated")
 
 
 @api.route(
