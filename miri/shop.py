@@ -56,7 +56,7 @@ class Shop:
 
     async def _bus_figures(self) -> dict[str, int | None]:
         try:
-            return await self.bus.counts()
+            return await self.bus.views.counts()
         except Exception:  # noqa: BLE001 - the database line already says what is down
             return {"pending": None, "deadLetters": None}
 

@@ -292,11 +292,11 @@ async def wait_for_bus(shop: Shop, timeout: float, own_dispatcher: bool) -> dict
     started = time.perf_counter()
     if own_dispatcher:
         drained = await shop.bus.drain(timeout=timeout)
-        counts = await shop.bus.counts()
+        counts = await shop.bus.views.counts()
     else:
         deadline = time.monotonic() + timeout
         while True:
-            counts = await shop.bus.counts()
+            counts = await shop.bus.views.counts()
             drained = counts["pending"] == 0
             if drained or time.monotonic() > deadline:
                 break

@@ -26,7 +26,7 @@ def status(data_dir: DataDir = None, redis_url: RedisUrl = None, as_json: Json =
     Example: miri bus status --data-dir ./shop-data
     """
     settings = settings_for(data_dir, redis_url=redis_url)
-    data = run(lambda shop: shop.bus.status(), settings)
+    data = run(lambda shop: shop.bus.views.status(), settings)
 
     def render(d: dict[str, Any]) -> Any:
         rows = [(name, c["pending"], c["dead"], c["done"]) for name, c in d["consumers"].items()]
@@ -48,7 +48,7 @@ def dead_letters(
     Example: miri bus dead-letters --limit 20
     """
     settings = settings_for(data_dir, redis_url=redis_url)
-    data = run(lambda shop: shop.bus.dead_letters(limit), settings)
+    data = run(lambda shop: shop.bus.views.dead_letters(limit), settings)
     emit(
         data,
         as_json,
@@ -86,7 +86,7 @@ def replay(
         err_console.print("[red]give one event id or --all[/]")
         raise typer.Exit(2)
     settings = settings_for(data_dir, redis_url=redis_url)
-    count = run(lambda shop: shop.bus.replay(None if all_ else event_id), settings)
+    count = run(lambda shop: shop.bus.views.replay(None if all_ else event_id), settings)
     if event_id is not None and count == 0:
         err_console.print(f"[red]NOT_FOUND:[/] no dead letter with event id {event_id}")
         raise typer.Exit(1)

@@ -467,10 +467,10 @@ class DashboardApp(App[None]):
         dead = self.snapshot.bus.get("deadLetters", 0) if self.snapshot else 0
 
         async def work(shop: Shop) -> str:
-            count = await shop.bus.replay(None)
+            count = await shop.bus.views.replay(None)
             if count:
                 await self._settle(shop)
-            left = (await shop.bus.counts())["deadLetters"]
+            left = (await shop.bus.views.counts())["deadLetters"]
             return f"replayed {count} deliveries; {left} dead letters left"
 
         if not dead:

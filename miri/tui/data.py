@@ -238,8 +238,8 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
         snap.payments = await shop.payments.outcomes()
 
     async def bus() -> None:
-        snap.bus = await shop.bus.status()
-        snap.dead_letters = await shop.bus.dead_letters(limit=5)
+        snap.bus = await shop.bus.views.status()
+        snap.dead_letters = await shop.bus.views.dead_letters(limit=5)
 
     async def health() -> None:
         snap.health = await shop.health()

@@ -13,8 +13,8 @@ from miri.cli.main import app
 from miri.domain.events import Event
 from miri.infra.bus import Bus
 from miri.infra.sqlite import Database
+from tests.integration.test_bus import BusTestPing
 from tests.support.shop import make_settings
-from tests.test_bus import BusTestPing
 
 runner = CliRunner()
 

@@ -18,7 +18,8 @@ import pytest
 
 from miri.config import Settings
 from miri.domain.events import Event
-from miri.infra.bus import Bus, _owner_is_dead
+from miri.infra.bus import Bus
+from miri.infra.bus.owners import owner_is_dead
 from miri.infra.metrics import ShopMetrics
 from miri.infra.sqlite import Database
 from miri.shop import open_shop
@@ -156,7 +157,7 @@ async def test_delivered_after_commit_to_every_subscriber(bus: Bus, db: Database
         [(got, change)] = seen[consumer]
         assert got == event and isinstance(got, BusTestPing) and change == [7]
     assert seen["other"] == []
-    status = await bus.status()
+    status = await bus.views.status()
     assert status["delivered"] == 2 and status["pending"] == 0
     assert status["consumers"]["payments"] == {"pending": 0, "dead": 0, "done": 1}
     assert status["consumers"]["other"] == {"pending": 0, "dead": 0, "done": 0}
@@ -189,22 +190,22 @@ async def test_always_failing_handler_is_dead_lettered_then_replayed(bus: Bus, d
     await publish(bus, event)
     assert await bus.drain(10)  # nothing pending: it is dead, not waiting
     assert runs[event.event_id] == 3  # bus_max_attempts
-    status = await bus.status()
+    status = await bus.views.status()
     assert status["deadLetters"] == 1 and status["pending"] == 0
     assert bus.metrics is not None and bus.metrics.bus_dead._value.get() == 1
-    [dead] = await bus.dead_letters()
+    [dead] = await bus.views.dead_letters()
     assert dead["eventId"] == event.event_id and dead["consumer"] == "payments"
     assert dead["type"] == "BusTestPing" and dead["attempts"] == 3
     assert dead["lastError"] == "RuntimeError: gateway down" and dead["payload"]["n"] == 1
 
-    assert await bus.replay("no-such-event") == 0
+    assert await bus.views.replay("no-such-event") == 0
     broken = False
-    assert await bus.replay(event.event_id) == 1
+    assert await bus.views.replay(event.event_id) == 1
     [row] = await rows(db, "SELECT status, attempts FROM deliveries")
     assert (row["status"], row["attempts"]) == ("PENDING", 0)
     assert await bus.drain(10)
     assert runs[event.event_id] == 4
-    assert (await bus.status())["deadLetters"] == 0 and await bus.dead_letters() == []
+    assert (await bus.views.status())["deadLetters"] == 0 and await bus.views.dead_letters() == []
 
 
 async def test_replay_all(bus: Bus, db: Database):
@@ -214,9 +215,9 @@ async def test_replay_all(bus: Bus, db: Database):
     bus.subscribe("payments", BusTestPing, handle)
     await publish(bus, *(BusTestPing(n=i) for i in range(5)))
     assert await bus.drain(10)
-    assert (await bus.status())["deadLetters"] == 5
-    assert await bus.replay() == 5
-    assert (await bus.status())["pending"] == 5
+    assert (await bus.views.status())["deadLetters"] == 5
+    assert await bus.views.replay() == 5
+    assert (await bus.views.status())["pending"] == 5
 
 
 async def test_duplicate_delivery_has_one_effect(bus: Bus, db: Database):
@@ -257,12 +258,12 @@ async def test_handler_errors_and_timeouts_never_stop_the_dispatcher(
         await publish(bus, hang, bad, good)
         assert await bus.drain(10)
         assert runs[hang.event_id] == 2 and runs[good.event_id] == 1 and runs[bad.event_id] == 3
-        [dead] = await bus.dead_letters()
+        [dead] = await bus.views.dead_letters()
         assert dead["eventId"] == bad.event_id
         later = BusTestPing(n=3)
         await publish(bus, later)
         assert await bus.drain(10) and runs[later.event_id] == 1
-        assert bus._pump_task is not None and not bus._pump_task.done()
+        assert bus.dispatcher.running
     finally:
         await bus.stop()
 
@@ -335,7 +336,7 @@ async def test_events_left_by_a_crash_are_delivered_on_next_start(data_dir: Path
 
 
 async def _no_pending(bus: Bus) -> bool:
-    return (await bus.counts())["pending"] == 0
+    return (await bus.views.counts())["pending"] == 0
 
 
 def _dead_pid() -> int:
@@ -350,7 +351,7 @@ async def test_claims_of_a_killed_worker_are_taken_over(db: Database, bus_settin
     crashed.subscribe("payments", BusTestPing, lambda e: asyncio.sleep(0))
     events = [BusTestPing(n=i) for i in range(5)]
     await publish(crashed, *events)
-    claims, _ = await db.write(lambda c: crashed._settle_and_claim(c, [], 100))
+    claims, _ = await db.write(lambda c: crashed.dispatcher.settle_and_claim(c, [], 100))
     assert len(claims) == 5
     [row] = await rows(db, "SELECT COUNT(*) FROM deliveries WHERE claimed_by IS NOT NULL")
     assert row[0] == 5
@@ -410,11 +411,11 @@ async def test_subscribing_twice_is_refused(bus: Bus):
 
 async def test_a_claim_is_stale_only_when_its_process_is_gone(bus: Bus):
     host = socket.gethostname()
-    assert not _owner_is_dead(f"{host}:{os.getppid()}:abc")  # alive
-    assert _owner_is_dead(f"{host}:{_dead_pid()}:abc")  # exited
-    assert not _owner_is_dead(f"elsewhere:{_dead_pid()}:abc")  # another host: wait for the lease
-    assert not _owner_is_dead("w1")  # not a host:pid:x id
-    assert not _owner_is_dead(bus.worker_id)  # a bus of this process
+    assert not owner_is_dead(f"{host}:{os.getppid()}:abc")  # alive
+    assert owner_is_dead(f"{host}:{_dead_pid()}:abc")  # exited
+    assert not owner_is_dead(f"elsewhere:{_dead_pid()}:abc")  # another host: wait for the lease
+    assert not owner_is_dead("w1")  # not a host:pid:x id
+    assert not owner_is_dead(bus.worker_id)  # a bus of this process
     # Our own pid, but no bus of this process has that id: an earlier process with our pid
     # (a restarted container's pid 1).
-    assert _owner_is_dead(f"{host}:{os.getpid()}:earlier")
+    assert owner_is_dead(f"{host}:{os.getpid()}:earlier")

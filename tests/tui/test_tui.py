@@ -319,7 +319,7 @@ async def test_replay_dead_letters(data_dir, clock):
         await shop.db.write(lambda conn: shop.bus.record(conn, DashboardPing(n=1)))
         assert await shop.bus.drain(timeout=10)
         await app.refresh_all()
-        assert (await shop.bus.counts())["deadLetters"] == 1
+        assert (await shop.bus.views.counts())["deadLetters"] == 1
         dead = app.query_one("#dead", DataTable)
         assert dead.row_count == 1
         assert "audit store down" in str(dead.get_row_at(0)[4])
@@ -330,7 +330,7 @@ async def test_replay_dead_letters(data_dir, clock):
         await pilot.press("y")
         await settle(pilot)
         assert handled == [1]
-        assert await shop.bus.counts() == {"pending": 0, "deadLetters": 0}
+        assert await shop.bus.views.counts() == {"pending": 0, "deadLetters": 0}
         assert dead.row_count == 0
 
 

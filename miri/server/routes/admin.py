@@ -31,5 +31,5 @@ async def all_orders(request: web.Request, query: AdminOrderQuery) -> web.Respon
 async def stats(request: web.Request) -> web.Response:
     shop = request.app[SHOP]
     figures = await shop.orders.stats()
-    figures["bus"] = await shop.bus.status()
+    figures["bus"] = await shop.bus.views.status()
     return ok(figures)

@@ -43,7 +43,7 @@ async def metrics(request: web.Request) -> web.Response:
         listed, _ = await shop.goods.listing(0, STOCK_GAUGE_GOODS)
         for goods, stock in listed:
             m.stock.labels(str(goods.goods_id)).set(stock)
-        counts = await shop.bus.counts()
+        counts = await shop.bus.views.counts()
         m.bus_pending.set(counts["pending"])
         m.bus_dead.set(counts["deadLetters"])
     except Exception as exc:  # noqa: BLE001 - a scrape answers with what it has
