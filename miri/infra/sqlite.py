@@ -175,9 +175,6 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
-    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self._run_read(fn)
-
     async def close(self) -> None:
         if self._closed:
             return

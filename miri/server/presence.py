@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
+from miri.infra.processes import pid_alive
 
 RUN_DIR = "run"
 SLACK = 2.0  # seconds of clock slack between a process's start and the time it wrote its file
@@ -40,16 +40,6 @@ def announce(data_dir: Path, url: str, **extra: Any) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int, started_at: float) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return proc.create_time() <= started_at + SLACK
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-
-
 def servers(data_dir: Path) -> list[dict[str, Any]]:
     """The live servers of ``data_dir`` (blocking: call it from a thread in async code)."""
     found = []
@@ -59,6 +49,6 @@ def servers(data_dir: Path) -> list[dict[str, Any]]:
             pid, started = int(record["pid"]), float(record["startedAt"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _alive(pid, started):
+        if pid_alive(pid, started_before=started + SLACK):
             found.append(record)
     return found

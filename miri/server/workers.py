@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,16 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miri.config import Settings
+from miri.infra.processes import free_port
 
 log = logging.getLogger("miri.server")
 READY_TIMEOUT = 60.0
 MAX_RESTARTS = 5
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class Worker:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 from miri.config import Settings, load_settings
+from miri.infra.processes import free_port as free_port  # re-exported for the tests
 from miri.shop import Shop
 
 # Cheap hashing in tests only: the production default stays at OWASP's argon2id minimum.
@@ -21,12 +21,6 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values = {**CHEAP_HASH, "stock_sync_interval": 3600.0, "payment_abandon_rate": 0.0}
     values.update(overrides)
     return load_settings(data_dir=data_dir, env={}, **values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Inbox:
