@@ -29,7 +29,7 @@ from miri.infra.metrics import ShopMetrics
 from miri.infra.passwords import PasswordHasher
 from miri.infra.ratelimit import RateLimiter
 from miri.infra.redis import RedisHandle, open_redis, revive_embedded
-from miri.infra.sqlite import Database
+from miri.infra.database import Database, open_database
 from miri.infra.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def open_shop(
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
-        db = Database(settings.db_path)
+        db = open_database(settings)
         stack.push_async_callback(db.close)
         redis = await open_redis(settings)
         stack.push_async_callback(redis.close)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from miri import __version__
-from miri.cli import bench, bus, dashboard, doctor, goods, jobs, orders, users
+from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, orders, users
 from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("token")(users.token)
 app.add_typer(goods.app, name="goods")
 app.add_typer(orders.app, name="order")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(db.app, name="db")
 app.command("doctor")(doctor.doctor)
 app.command("dashboard")(dashboard.dashboard)
 
@@ -50,6 +51,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (0 = any free port).")] = None,
     data_dir: DataDir = None,
     redis_url: RedisUrl = None,
+    database_url: db.DatabaseUrl = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Server processes sharing the port.")
@@ -67,6 +69,7 @@ def serve(
 
     Example: miri serve --port 8080 --data-dir ./shop-data --workers 2
     """
+    from miri.infra.postgres import redact
     from miri.server.presence import announce
     from miri.server.runner import serve as run_server
     from miri.server.workers import supervise
@@ -76,6 +79,7 @@ def serve(
         host=host,
         port=port,
         redis_url=redis_url,
+        database_url=database_url,
         workers=workers,
         redis_replica=redis_replica or None,
     )
@@ -87,6 +91,8 @@ def serve(
     def ready(url: str) -> None:
         console.print(f"[bold green]Miri {__version__}[/] listening on [bold]{url}[/]")
         console.print(f"data: {settings.data_dir}")
+        if settings.database_url:
+            console.print(f"database: {redact(settings.database_url)}", soft_wrap=True)
         redis = settings.redis_url or f"embedded ({settings.redis_dir})"
         console.print(f"redis: {redis}", soft_wrap=True)
 
