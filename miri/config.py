@@ -28,6 +28,7 @@ class Settings:
     token_ttl: int = 3600
     jwt_secret: str | None = None  # None: generated into the data dir on first start
     data_key: str | None = None  # base64 32 bytes; None: generated into the data dir
+    keys_dir: Path | None = None  # a shared mount with jwt.key and data.key (several hosts)
     smtp_host: str | None = None  # None: console mailer (log + mail/outbox.log)
     smtp_port: int = 25
     smtp_user: str | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from miri.config import Settings
 from miri.infra.clock import FixedClock
 from miri.server.app import create_app
 from miri.shop import Shop, open_shop
+from tests.support import postgres
 from tests.support.shop import Inbox, free_port, make_settings
 
 
@@ -22,9 +23,49 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_engines: run the test on SQLite and on PostgreSQL (the `engine` fixture)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One PostgreSQL server for the session, started only if a test asks for it."""
+    with postgres.server_url() as url:
+        yield url
+
+
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    return make_settings(data_dir)
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A database URL of a fresh, empty schema on the test server."""
+    with postgres.fresh_schema(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The database engine under test: SQLite unless the test is marked ``both_engines``."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(engine: str, request: pytest.FixtureRequest) -> str | None:
+    """None for the SQLite file in the data dir; a fresh PostgreSQL schema otherwise."""
+    return request.getfixturevalue("pg_url") if engine == "postgresql" else None
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str | None) -> Settings:
+    return make_settings(data_dir, database_url=database_url)
 
 
 @pytest.fixture
@@ -49,9 +90,13 @@ async def shop(settings: Settings, clock: FixedClock) -> AsyncIterator[Shop]:
 
 
 @pytest.fixture
-async def mail_shop(data_dir: Path, clock: FixedClock, smtp: Any) -> AsyncIterator[Shop]:
+async def mail_shop(
+    data_dir: Path, clock: FixedClock, smtp: Any, database_url: str | None
+) -> AsyncIterator[Shop]:
     """A shop that sends mail to the loopback SMTP server."""
-    settings = make_settings(data_dir, smtp_host="127.0.0.1", smtp_port=smtp.port)
+    settings = make_settings(
+        data_dir, smtp_host="127.0.0.1", smtp_port=smtp.port, database_url=database_url
+    )
     async with open_shop(settings, clock=clock) as s:
         yield s
 
@@ -67,14 +112,16 @@ async def mail_client(aiohttp_client: Any, mail_shop: Shop) -> Any:
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any, data_dir: Path, clock: FixedClock) -> Any:
+async def make_client(
+    aiohttp_client: Any, data_dir: Path, clock: FixedClock, database_url: str | None
+) -> Any:
     """``await make_client(**settings_overrides)`` -> (shop, client) on the test's data dir."""
     from contextlib import AsyncExitStack
 
     async with AsyncExitStack() as stack:
 
         async def factory(**overrides: Any) -> tuple[Shop, Any]:
-            settings = make_settings(data_dir, **overrides)
+            settings = make_settings(data_dir, **{"database_url": database_url, **overrides})
             opened = await stack.enter_async_context(open_shop(settings, clock=clock))
             return opened, await aiohttp_client(create_app(opened))
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from miri import __version__
-from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, orders, users
+from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, keys, orders, users
 from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(goods.app, name="goods")
 app.add_typer(orders.app, name="order")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
 app.command("doctor")(doctor.doctor)
 app.command("dashboard")(dashboard.dashboard)
 

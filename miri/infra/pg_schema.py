@@ -142,4 +142,23 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (consumer, event_id)
     );
     """,
+    # 2: the hosts serving the shop (their heartbeats), and shop-wide facts.
+    """
+    CREATE TABLE hosts (
+        host_id TEXT PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        url TEXT,
+        version TEXT NOT NULL,
+        leader INTEGER NOT NULL DEFAULT 0,
+        started_at DOUBLE PRECISION NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL,
+        stopped_at DOUBLE PRECISION
+    );
+    CREATE INDEX hosts_seen ON hosts (seen_at);
+    CREATE TABLE shop_meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
 ]

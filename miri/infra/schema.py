@@ -158,4 +158,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX order_items_status ON order_items (status, created_at);
     UPDATE outbox SET payload = replace(payload, '"order_detail_id"', '"order_item_id"')
     """,
+    # 3: the processes and hosts serving the shop (their heartbeats), and shop-wide facts such
+    # as the fingerprint of the keys every host must share.
+    """
+    CREATE TABLE hosts (
+        host_id TEXT PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        url TEXT,
+        version TEXT NOT NULL,
+        leader INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL,
+        seen_at REAL NOT NULL,
+        stopped_at REAL
+    );
+    CREATE INDEX hosts_seen ON hosts (seen_at);
+    CREATE TABLE shop_meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
 ]

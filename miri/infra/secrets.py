@@ -1,4 +1,10 @@
-"""Secrets generated on first start into the data dir (0600) unless given by the environment."""
+"""Secrets generated on first start into the data dir (0600) unless given by the environment.
+
+With a database URL several hosts serve one shop: each must sign and check tokens and decrypt
+personal data with the same keys, so none may make its own. Such a host takes them from
+``MIRI_JWT_SECRET`` / ``MIRI_DATA_KEY`` or from ``MIRI_KEYS_DIR`` (a shared secret mount holding
+``jwt.key`` and ``data.key``), and refuses to start without them.
+"""
 
 from __future__ import annotations
 
@@ -40,12 +46,34 @@ def _read_or_create(path: Path) -> str:
     return _read(path)
 
 
+class MissingSharedKey(RuntimeError):
+    """A host of a shared database would have generated a key of its own."""
+
+
+def _shared_or_local(settings: Settings, given: str | None, name: str, variable: str) -> str:
+    if given:
+        return given
+    if settings.keys_dir is not None:
+        path = settings.keys_dir / name
+        if not path.exists():
+            raise MissingSharedKey(f"{path} does not exist (MIRI_KEYS_DIR must hold {name})")
+        return _read(path)
+    local = settings.data_dir / "keys" / name
+    if settings.database_url and not local.exists():
+        raise MissingSharedKey(
+            f"with a database URL every host must use the same keys: set {variable} (and the"
+            " other key) or MIRI_KEYS_DIR pointing at a shared secret mount with jwt.key and"
+            " data.key; `miri keys show` on the first host prints them"
+        )
+    return _read_or_create(local)
+
+
 def jwt_secret(settings: Settings) -> str:
-    return settings.jwt_secret or _read_or_create(settings.data_dir / "keys" / "jwt.key")
+    return _shared_or_local(settings, settings.jwt_secret, "jwt.key", "MIRI_JWT_SECRET")
 
 
 def data_key(settings: Settings) -> str:
-    return settings.data_key or _read_or_create(settings.data_dir / "keys" / "data.key")
+    return _shared_or_local(settings, settings.data_key, "data.key", "MIRI_DATA_KEY")
 
 
 def redis_password(settings: Settings, *, create: bool) -> str | None:

@@ -1,0 +1,164 @@
+"""The processes serving one shop, known to each other through a heartbeat table.
+
+Every ``miri serve`` process (a worker on one machine, or one of several hosts on a shared
+PostgreSQL) has a row in ``hosts`` that it refreshes every ``BEAT`` seconds. The dashboard and
+``/api/health`` list the live ones from it, whichever host they ask; the leader finds a host
+that stopped beating and finishes what it left behind (its reservations with no order).
+
+``shop_meta`` keeps shop-wide facts; here, a fingerprint of the keys, so a host started with
+another JWT or data key than the rest is refused before it signs a token no other host accepts
+or encrypts data no other host can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from miri import __version__
+from miri.infra.clock import Clock
+from miri.infra.database import Database
+
+BEAT = 5.0  # seconds between heartbeats
+LIVE = 15.0  # a host unseen for this long is not listed as serving
+GONE = 60.0  # a host unseen for this long is taken for dead: its leftovers are finished
+
+
+def new_host_id() -> str:
+    """``hostname:pid:random``: unique per process start, and readable in an operator's list."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host_id: str
+    hostname: str
+    pid: int
+    url: str | None
+    version: str
+    leader: bool
+    started_at: float
+    seen_at: float
+    stopped_at: float | None
+
+
+def _host(row: Any) -> HostRow:
+    return HostRow(
+        host_id=row["host_id"],
+        hostname=row["hostname"],
+        pid=row["pid"],
+        url=row["url"],
+        version=row["version"],
+        leader=bool(row["leader"]),
+        started_at=row["started_at"],
+        seen_at=row["seen_at"],
+        stopped_at=row["stopped_at"],
+    )
+
+
+class Hosts:
+    """This process's heartbeat, and what it knows of the others."""
+
+    def __init__(self, db: Database, clock: Clock, host_id: str | None = None) -> None:
+        self._db = db
+        self._clock = clock
+        self.host_id = host_id or new_host_id()
+        self.url: str | None = None
+        self.leader = False
+
+    async def beat(self) -> None:
+        now = self._clock.timestamp()
+        args = (
+            self.host_id,
+            socket.gethostname(),
+            os.getpid(),
+            self.url,
+            __version__,
+            int(self.leader),
+            now,
+            now,
+        )
+        await self._db.write(
+            lambda c: c.execute(
+                "INSERT INTO hosts (host_id, hostname, pid, url, version, leader, started_at,"
+                " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host_id) DO UPDATE SET"
+                " url = excluded.url, leader = excluded.leader, seen_at = excluded.seen_at",
+                args,
+            )
+        )
+
+    async def stopped(self) -> None:
+        now = self._clock.timestamp()
+        await self._db.write(
+            lambda c: c.execute(
+                "UPDATE hosts SET stopped_at = ?, seen_at = ?, leader = 0 WHERE host_id = ?",
+                (now, now, self.host_id),
+            )
+        )
+
+    async def live(self, within: float = LIVE) -> list[HostRow]:
+        """Hosts that beat within ``within`` seconds and did not say they stopped."""
+        since = self._clock.timestamp() - within
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT * FROM hosts WHERE seen_at >= ? AND stopped_at IS NULL ORDER BY host_id",
+                (since,),
+            ).fetchall()
+        )
+        return [_host(r) for r in rows]
+
+    async def gone(self, after: float = GONE) -> list[HostRow]:
+        """Hosts that stopped beating ``after`` seconds ago without saying they stopped."""
+        since = self._clock.timestamp() - after
+        rows = await self._db.read(
+            lambda c: c.execute(
+                "SELECT * FROM hosts WHERE seen_at < ? AND stopped_at IS NULL ORDER BY host_id",
+                (since,),
+            ).fetchall()
+        )
+        return [_host(r) for r in rows]
+
+    async def mark_finished(self, host_id: str) -> None:
+        """A gone host's leftovers are dealt with: it is no longer looked at."""
+        now = self._clock.timestamp()
+        await self._db.write(
+            lambda c: c.execute(
+                "UPDATE hosts SET stopped_at = ? WHERE host_id = ? AND stopped_at IS NULL",
+                (now, host_id),
+            )
+        )
+
+
+def key_fingerprint(jwt_secret: str, data_key: str) -> str:
+    """Tells whether two hosts hold the same keys without revealing either."""
+    mac = hmac.new(data_key.encode(), b"miri-key-fingerprint:" + jwt_secret.encode(), "sha256")
+    return hashlib.sha256(mac.digest()).hexdigest()[:32]
+
+
+class KeysDiffer(RuntimeError):
+    """This host's keys are not the ones the shop's other hosts use."""
+
+
+async def check_keys(db: Database, fingerprint: str) -> None:
+    """Record the shop's key fingerprint on first start; refuse a host whose keys differ."""
+
+    def check(conn: Any) -> str:
+        conn.execute(
+            "INSERT INTO shop_meta (name, value) VALUES ('key_fingerprint', ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (fingerprint,),
+        )
+        row = conn.execute("SELECT value FROM shop_meta WHERE name = 'key_fingerprint'").fetchone()
+        return row["value"]
+
+    recorded = await db.write(check)
+    if recorded != fingerprint:
+        raise KeysDiffer(
+            "this host's MIRI_JWT_SECRET / MIRI_DATA_KEY differ from the ones the shop's"
+            " database was started with: every host must use the same keys"
+        )
