@@ -159,6 +159,16 @@ MIGRATIONS: list[str] = [
     CREATE TABLE shop_meta (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
-    )
+    );
+    -- Every host's dispatcher listens on miri_outbox: a commit that adds events wakes them all
+    -- (PostgreSQL folds the notices of one transaction into one).
+    CREATE FUNCTION miri_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('miri_outbox', '');
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+        FOR EACH STATEMENT EXECUTE FUNCTION miri_outbox_notify();
     """,
 ]
