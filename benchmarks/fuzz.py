@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from miri.bench import serving
+from miri.infra.processes import free_port
 
 EMAIL = "fuzz@example.com"
 ADMIN = "admin@example.com"
@@ -134,35 +134,7 @@ async def _prepare(data_dir: Path) -> None:
             ids.append(goods.goods_id)
         for goods_id in ids[:3]:
             await shop.wishlist.add(buyer, goods_id, 1)
-        await shop.orders.place(buyer, ids[0], 1, "Seoul 1")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "miri.cli.main", "serve", "--port", str(port)]
-        + ["--data-dir", str(data_dir), "--no-access-log"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **SERVER_ENV},
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        if re.search(r"listening on", line):
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise RuntimeError(f"miri serve did not start (exit {proc.wait()})")
+        await shop.orders.placing.place(buyer, ids[0], 1, "Seoul 1")
 
 
 def run(
@@ -178,10 +150,9 @@ def run(
     with tempfile.TemporaryDirectory(prefix="miri-fuzz-") as tmp:
         data_dir = data_dir or Path(tmp) / "data"
         asyncio.run(_prepare(data_dir))
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = _start_server(data_dir, port)
-        try:
+        with serving.serving(data_dir, port, env=SERVER_ENV):
             config = Path(tmp) / "schemathesis.toml"
             config.write_text(CONFIG)
             cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config)]
@@ -209,13 +180,6 @@ def run(
                 cwd=tmp,
                 timeout=max_time * 2 + 120,
             )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
 
 
 def main() -> int:

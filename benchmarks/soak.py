@@ -23,9 +23,6 @@ import argparse
 import asyncio
 import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +35,9 @@ import aiohttp
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+from miri.bench import serving
+from miri.infra.processes import free_port
 
 ADDRESS = "Seoul Mapo 12"
 SERVER_ENV = {
@@ -82,42 +82,6 @@ async def prepare(data_dir: Path, buyers: int, goods: int, ttl: int) -> tuple[li
             )
             tokens.append(shop.users.issue_token(user, "USER"))
     return tokens, ids
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "miri.cli.main", "serve", "--port", str(port)]
-        + ["--data-dir", str(data_dir), "--no-access-log"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **SERVER_ENV},
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        if re.search(r"listening on", line):
-            # Keep draining the server's output so it never blocks on a full pipe.
-            asyncio.get_running_loop().run_in_executor(None, _drain, proc)
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise RuntimeError("miri serve did not start")
-
-
-def _drain(proc: subprocess.Popen) -> None:
-    assert proc.stdout is not None
-    for _ in proc.stdout:
-        pass
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Stats:
@@ -254,7 +218,7 @@ async def jobs(data_dir: Path, stop: asyncio.Event, stats: Stats) -> None:
         for job, days in (("shipping", 1), ("shipping", 2.5), ("returns", 4)):
             as_of = (now + timedelta(days=days)).isoformat()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "miri.cli.main", "jobs", "run", job, "--as-of", as_of,
+                *serving.MIRI, "jobs", "run", job, "--as-of", as_of,
                 "--data-dir", str(data_dir),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
             )  # fmt: skip
@@ -269,7 +233,7 @@ async def soak(args: argparse.Namespace) -> int:
     tokens, goods = await prepare(data_dir, args.buyers, args.goods, int(seconds) + 3600)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(data_dir, port)
+    server = serving.start_serve(data_dir, port, env=SERVER_ENV)
     process = psutil.Process(server.pid)
     console.print(
         f"miri serve pid {server.pid} on {base}; {args.concurrency} workers for {args.minutes} min"
@@ -314,19 +278,8 @@ async def soak(args: argparse.Namespace) -> int:
                 *(worker(n, http) for n in range(args.concurrency)),
             )
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    doctor = subprocess.run(
-        [sys.executable, "-m", "miri.cli.main", "doctor", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **SERVER_ENV},
-        timeout=120,
-    )
+        serving.stop(server)
+    doctor = serving.doctor(data_dir, SERVER_ENV)
     verdict = report(samples, stats, doctor.returncode == 0)
     tmp.cleanup()
     return verdict

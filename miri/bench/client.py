@@ -479,7 +479,7 @@ class RawBareTarget(RawTarget):
 
 
 class InProcessTarget:
-    """Calls ``shop.orders.place`` directly: the core's own ceiling, no HTTP."""
+    """Calls ``shop.orders.placing.place`` directly: the core's own ceiling, no HTTP."""
 
     def __init__(self, shop: Any, goods_id: int, quantity: int) -> None:
         from miri.domain.errors import RateLimited, ShopError
@@ -494,12 +494,12 @@ class InProcessTarget:
 
     async def order(self, buyer: Buyer) -> Answer:
         try:
-            body = await self._shop.orders.place(
+            placed = await self._shop.orders.placing.place(
                 buyer.user_id, self.goods_id, self._quantity, "Seoul Bench 1"
             )
         except self._shop_error as exc:
             return Answer(self._status_of(exc.code), exc.code)
-        return Answer(201, None, tuple(int(i["orderDetailId"]) for i in body["items"]))
+        return Answer(201, None, tuple(i.order_item_id for i in placed.items))
 
     async def stock(self) -> int | None:
         return await self._shop.goods.live_stock(self.goods_id)

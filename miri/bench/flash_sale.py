@@ -4,7 +4,7 @@ Set-up: buyers are made through the users service directly (``add_bench_users``:
 password hash, no argon2 per account, personal data still encrypted), then per run one goods with
 ``stock`` units opening ``opens_in`` seconds ahead. At opening time every buyer orders until told
 ``SOLD_OUT`` (see ``client``). After the run the harness waits for the bus to drain and checks the
-figures against SQLite and live stock.
+figures against SQLite (``miri.domain.views.bench``) and live stock.
 
 Targets: by default a ``miri serve`` subprocess on a free loopback port (rate limits off, no
 access log), driven over HTTP; ``url`` a server already running on this machine (its data dir is
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,7 +31,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from miri.bench import report
+from miri.bench import report, serving
 from miri.bench.client import (
     BareTarget,
     Buyer,
@@ -47,6 +44,8 @@ from miri.bench.client import (
     run_load,
 )
 from miri.config import Settings, load_settings
+from miri.domain.views import bench as bench_views
+from miri.infra.processes import free_port
 from miri.shop import Shop, open_shop
 
 STRATEGIES = ("lua", "sqlite")
@@ -123,24 +122,16 @@ class _People:
 
 
 # -- the server subprocess -------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def server_env(settings: Settings, strategy: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MIRI_DATA_DIR": str(settings.data_dir),
-            "MIRI_RATE_LIMITS": "off",
-            "MIRI_PAYMENT_ABANDON_RATE": repr(settings.payment_abandon_rate),
-            "MIRI_STOCK_STRATEGY": strategy,
-            "MIRI_LOG_LEVEL": "WARNING",
-            "MIRI_STOCK_SYNC_INTERVAL": repr(settings.stock_sync_interval),
-        }
-    )
+    """What the server subprocess gets on top of this process's environment."""
+    env = {
+        "MIRI_DATA_DIR": str(settings.data_dir),
+        "MIRI_RATE_LIMITS": "off",
+        "MIRI_PAYMENT_ABANDON_RATE": repr(settings.payment_abandon_rate),
+        "MIRI_STOCK_STRATEGY": strategy,
+        "MIRI_LOG_LEVEL": "WARNING",
+        "MIRI_STOCK_SYNC_INTERVAL": repr(settings.stock_sync_interval),
+    }
     if settings.payment_seed is not None:
         env["MIRI_PAYMENT_SEED"] = str(settings.payment_seed)
     return env
@@ -168,60 +159,14 @@ class ServerCpu:
 
 @contextlib.asynccontextmanager
 async def subprocess_server(
-    argv: list[str], env: dict[str, str], health_url: str, log_path: Path, timeout: float = 60.0
+    argv: list[str], env: dict[str, str], log_path: Path
 ) -> AsyncIterator[subprocess.Popen]:
-    """Start ``argv``, wait until ``health_url`` answers 200, stop it with SIGINT at the end."""
-    log = log_path.open("ab")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    """Start ``argv``, wait until it says it listens, stop it with SIGINT at the end."""
+    proc = await asyncio.to_thread(serving.start_listening, argv, env, log=log_path)
     try:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"the server exited with {proc.returncode} before it was ready;"
-                        f" see {log_path}"
-                    )
-                try:
-                    async with session.get(health_url, timeout=aiohttp.ClientTimeout(2)) as r:
-                        if r.status == 200:
-                            break
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the server was not ready within {timeout:.0f} s; see {log_path}"
-                    )
-                await asyncio.sleep(0.1)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait, 10)
-        log.close()
-
-
-def serve_argv(port: int, settings: Settings, workers: int | None) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "miri.cli.main",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(settings.data_dir),
-        "--no-access-log",
-    ]
-    if workers:
-        argv += ["--workers", str(workers)]
-    return argv
+        await asyncio.to_thread(serving.stop, proc, signal.SIGINT)
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -317,58 +262,16 @@ async def verify(
     live_stock: Callable[[], Any],
 ) -> list[dict[str, Any]]:
     """The checks after the bus drained, from SQLite (the truth) and the live stock."""
-
-    def figures(conn: sqlite3.Connection) -> dict[str, Any]:
-        goods = conn.execute("SELECT stock_total FROM goods WHERE id = ?", (goods_id,)).fetchone()
-        active = conn.execute(
-            "SELECT COALESCE(SUM(quantity), 0) FROM active_order_items WHERE goods_id = ?",
-            (goods_id,),
-        ).fetchone()[0]
-        top = conn.execute(
-            "SELECT user_id, SUM(quantity) AS held FROM active_order_items WHERE goods_id = ?"
-            " GROUP BY user_id ORDER BY held DESC LIMIT 1",
-            (goods_id,),
-        ).fetchone()
-        over = conn.execute(
-            "SELECT COUNT(*) FROM (SELECT user_id FROM active_order_items WHERE goods_id = ?"
-            " GROUP BY user_id HAVING SUM(quantity) > ?)",
-            (goods_id, opts.per_buyer_limit or 0),
-        ).fetchone()[0]
-        ids = {
-            r[0]
-            for r in conn.execute(
-                "SELECT id FROM order_items WHERE goods_id = ?", (goods_id,)
-            ).fetchall()
-        }
-        by_status = dict(
-            conn.execute(
-                "SELECT status, COUNT(*) FROM order_items WHERE goods_id = ? GROUP BY status",
-                (goods_id,),
-            ).fetchall()
-        )
-        return {
-            "stock_total": goods[0],
-            "active": active,
-            "top": tuple(top) if top else None,
-            "over": over,
-            "ids": ids,
-            "by_status": by_status,
-        }
-
-    f = await shop.db.read(figures)
+    f = await bench_views.sale_figures(shop.db, goods_id, opts.per_buyer_limit)
     live = await live_stock()
     # The write-back: run it now (it is safe beside the server's own), then read what it wrote.
     await shop.goods.sync_stock()
-    synced = await shop.db.read(
-        lambda c: c.execute("SELECT stock_synced FROM goods WHERE id = ?", (goods_id,)).fetchone()[
-            0
-        ]
-    )
-    oversold = max(0, f["active"] - f["stock_total"]) + max(0, -live)
-    missing = set(result.detail_ids) - f["ids"]
-    unanswered = len(f["ids"]) - len(set(result.detail_ids) & f["ids"])
-    pending = f["by_status"].get("PAYMENT_PENDING", 0)
-    expected_live = f["stock_total"] - f["active"]
+    synced = await bench_views.written_back_stock(shop.db, goods_id)
+    oversold = max(0, f.active - f.stock_total) + max(0, -live)
+    missing = set(result.detail_ids) - f.order_item_ids
+    unanswered = len(f.order_item_ids) - len(set(result.detail_ids) & f.order_item_ids)
+    pending = f.by_status.get("PAYMENT_PENDING", 0)
+    expected_live = f.stock_total - f.active
     checks = [
         _check(
             "bus drained",
@@ -379,18 +282,18 @@ async def verify(
         _check(
             "oversold",
             oversold == 0,
-            f"sold {f['active']} of {f['stock_total']} units, live stock {live}",
+            f"sold {f.active} of {f.stock_total} units, live stock {live}",
             oversold,
         ),
     ]
     if opts.per_buyer_limit:
-        top = f["top"][1] if f["top"] else 0
+        top = f.top_holder[1] if f.top_holder else 0
         checks.append(
             _check(
                 "per-buyer limit",
-                f["over"] == 0,
-                f"{f['over']} buyers over {opts.per_buyer_limit}; most held {top}",
-                f["over"],
+                f.over_limit == 0,
+                f"{f.over_limit} buyers over {opts.per_buyer_limit}; most held {top}",
+                f.over_limit,
             )
         )
     else:
@@ -406,13 +309,13 @@ async def verify(
         _check(
             "no order left PAYMENT_PENDING",
             pending == 0,
-            ", ".join(f"{k} {v}" for k, v in sorted(f["by_status"].items())) or "no orders",
+            ", ".join(f"{k} {v}" for k, v in sorted(f.by_status.items())) or "no orders",
             pending,
         ),
         _check(
             "live stock = stockTotal - active quantity",
             live == expected_live,
-            f"live {live}, {f['stock_total']} - {f['active']} = {expected_live}",
+            f"live {live}, {f.stock_total} - {f.active} = {expected_live}",
             live,
         ),
         _check(
@@ -486,11 +389,11 @@ async def run_strategy(
                 port = free_port()
                 base_url = f"http://127.0.0.1:{port}"
                 ui.say(f"starting miri serve ({strategy}) on {base_url}")
+                workers = ["--workers", str(opts.server_workers)] if opts.server_workers else []
                 proc = await stack.enter_async_context(
                     subprocess_server(
-                        serve_argv(port, settings, opts.server_workers),
+                        serving.serve_command(settings.data_dir, port, *workers),
                         server_env(settings, strategy),
-                        f"{base_url}/api/health",
                         settings.data_dir / f"bench-server-{strategy}.log",
                     )
                 )
@@ -595,8 +498,7 @@ async def run_bare(
     server_us: list[float | None] = []
     async with subprocess_server(
         [sys.executable, "-m", "miri.bench.bare", "--port", str(port)],
-        dict(os.environ),
-        f"{base}/health",
+        {},
         data_dir / "bench-bare.log",
     ) as proc:
         server = ServerCpu(proc)

@@ -4,68 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 
 import aiohttp
 import pytest
 
-from miri.shop import open_shop
-from tests.support.servers import assert_doctor_clean, start_server, wait_drained
-from tests.support.shop import free_port, make_settings
+from miri.infra.processes import free_port
+from tests.support.servers import (
+    assert_doctor_clean,
+    query,
+    register_goods,
+    sale_accounts,
+    start_server,
+    stop_server,
+    wait_drained,
+)
+from tests.support.shop import bearer
 
 
 @pytest.mark.timeout(240)
 async def test_sigkill_mid_sale_loses_nothing(data_dir):
-    settings = make_settings(data_dir)
-    async with open_shop(settings) as shop:
-        seller = await shop.users.add_user(
-            email="seller@example.com",
-            password="password123!",
-            user_name="Seller",
-            phone_number="010-0000-0000",
-            address="Seoul 1",
-        )
-        seller_token = shop.users.issue_token(seller, "USER")
-        buyers = [
-            shop.users.issue_token(
-                await shop.users.add_user(
-                    email=f"b{n}@example.com",
-                    password="password123!",
-                    user_name="Buyer",
-                    phone_number="010-0000-0000",
-                    address="Seoul 1",
-                ),
-                "USER",
-            )
-            for n in range(25)
-        ]
-
+    seller, buyers = await sale_accounts(data_dir, 25)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_server(data_dir, port)
     accepted: list[int] = []
     try:
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(
-                f"{base}/api/auth/goods",
-                json={
-                    "goodsName": "Limited sneakers",
-                    "goodsDescription": "Only a few pairs",
-                    "goodsPrice": 100,
-                    "stockQuantity": 300,
-                    "category": "FASHION",
-                },
-                headers={"Authorization": f"Bearer {seller_token}"},
-            )
-            assert resp.status == 201, await resp.text()
-            goods_id = (await resp.json())["data"]["goodsId"]
+            goods_id = await register_goods(http, base, seller, "Limited sneakers", 300)
 
             async def buy(n: int) -> None:
                 try:
                     async with http.post(
                         f"{base}/api/auth/orders",
                         json={"goodsId": goods_id, "quantity": 1, "address": "Seoul 1"},
-                        headers={"Authorization": f"Bearer {buyers[n % len(buyers)]}"},
+                        headers=bearer(buyers[n % len(buyers)]),
                     ) as r:
                         if r.status == 201:
                             accepted.append((await r.json())["data"]["orderId"])
@@ -85,21 +57,16 @@ async def test_sigkill_mid_sale_loses_nothing(data_dir):
         health = await wait_drained(base)
         assert health["bus"]["deadLetters"] == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)
 
-    raw = sqlite3.connect(data_dir / "miri.sqlite3")
-    try:
-        stored = {r[0] for r in raw.execute("SELECT id FROM orders")}
-        assert set(accepted) <= stored
-        pending = raw.execute(
-            "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'"
-        ).fetchone()[0]
-        assert pending == 0
-        sold = raw.execute(
-            "SELECT COALESCE(SUM(quantity), 0) FROM order_items WHERE stock_released = 0"
-        ).fetchone()[0]
-        assert sold <= 300
-    finally:
-        raw.close()
+    stored = {r[0] for r in query(data_dir, "SELECT id FROM orders")}
+    assert set(accepted) <= stored
+    [(pending,)] = query(
+        data_dir, "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'"
+    )
+    assert pending == 0
+    [(sold,)] = query(
+        data_dir, "SELECT COALESCE(SUM(quantity), 0) FROM order_items WHERE stock_released = 0"
+    )
+    assert sold <= 300
     assert_doctor_clean(data_dir)

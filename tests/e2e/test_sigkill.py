@@ -12,7 +12,6 @@ import asyncio
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -20,9 +19,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from miri.infra.processes import free_port
 from miri.shop import open_shop
-from tests.support.servers import assert_doctor_clean, start_server, wait_drained
-from tests.support.shop import free_port, make_settings
+from tests.support.servers import (
+    assert_doctor_clean,
+    query,
+    start_server,
+    stop_server,
+    wait_drained,
+)
+from tests.support.shop import make_settings
 
 ROUNDS = 10
 STOCK = {"Sneakers": 3000, "Jacket": 3000}
@@ -126,57 +132,53 @@ async def test_ten_sigkills_in_a_row_lose_nothing(data_dir: Path) -> None:
             for goods_id in goods:
                 async with http.get(f"{base}/api/goods/{goods_id}/stock") as r:
                     live = (await r.json())["data"]["stockQuantity"]
-                raw = sqlite3.connect(data_dir / "miri.sqlite3")
-                try:
-                    held = raw.execute(
-                        "SELECT COALESCE(SUM(quantity), 0) FROM order_items"
-                        " WHERE goods_id = ? AND stock_released = 0",
-                        (goods_id,),
-                    ).fetchone()[0]
-                finally:
-                    raw.close()
+                [(held,)] = query(
+                    data_dir,
+                    "SELECT COALESCE(SUM(quantity), 0) FROM order_items"
+                    " WHERE goods_id = ? AND stock_released = 0",
+                    goods_id,
+                )
                 assert live == stock_of(goods, goods_id) - held, (goods_id, live, held, seed)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)
 
-    raw = sqlite3.connect(data_dir / "miri.sqlite3")
-    try:
-        stored = {r[0] for r in raw.execute("SELECT id FROM orders")}
-        assert accepted <= stored, f"accepted orders lost: {sorted(accepted - stored)[:10]}"
-        # Every order has items, every item one shipping row; nothing is left half-way.
-        assert raw.execute(
-            "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS"
-            " (SELECT 1 FROM order_items d WHERE d.order_id = o.id)"
-        ).fetchone() == (0,)
-        assert raw.execute(
-            "SELECT COUNT(*) FROM order_items d WHERE"
-            " (SELECT COUNT(*) FROM shipping s WHERE s.order_item_id = d.id) != 1"
-        ).fetchone() == (0,)
-        assert raw.execute(
-            "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'"
-        ).fetchone() == (0,)
-        # Paid items are COMPLETED and held; cancelled ones gave their stock back exactly once.
-        bad = raw.execute(
-            "SELECT d.id, d.status, d.stock_released, p.status FROM order_items d"
-            " LEFT JOIN payments p ON p.order_item_id = d.id WHERE"
-            " (d.status = 'COMPLETED' AND (d.stock_released != 0 OR p.status != 'PAYMENT_COMPLETED'))"
-            " OR (d.status = 'CANCELED' AND d.stock_released != 1)"
-            " OR d.status NOT IN ('COMPLETED', 'CANCELED')"
-        ).fetchall()
-        assert bad == [], bad[:5]
-        rows = dict(raw.execute("SELECT id, status FROM order_items").fetchall())
-        assert all(rows[item] == "CANCELED" for item in canceled)
-        for goods_id in goods:
-            total, held = raw.execute(
-                "SELECT g.stock_total, COALESCE(SUM(d.quantity), 0) FROM goods g LEFT JOIN"
-                " order_items d ON d.goods_id = g.id AND d.stock_released = 0"
-                " WHERE g.id = ? GROUP BY g.id",
-                (goods_id,),
-            ).fetchone()
-            assert 0 <= held <= total
-    finally:
-        raw.close()
+    stored = {r[0] for r in query(data_dir, "SELECT id FROM orders")}
+    assert accepted <= stored, f"accepted orders lost: {sorted(accepted - stored)[:10]}"
+    # Every order has items, every item one shipping row; nothing is left half-way.
+    assert query(
+        data_dir,
+        "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS"
+        " (SELECT 1 FROM order_items d WHERE d.order_id = o.id)",
+    ) == [(0,)]
+    assert query(
+        data_dir,
+        "SELECT COUNT(*) FROM order_items d WHERE"
+        " (SELECT COUNT(*) FROM shipping s WHERE s.order_item_id = d.id) != 1",
+    ) == [(0,)]
+    assert query(data_dir, "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'") == [
+        (0,)
+    ]
+    # Paid items are COMPLETED and held; cancelled ones gave their stock back exactly once.
+    bad = query(
+        data_dir,
+        "SELECT d.id, d.status, d.stock_released, p.status FROM order_items d"
+        " LEFT JOIN payments p ON p.order_item_id = d.id WHERE"
+        " (d.status = 'COMPLETED' AND (d.stock_released != 0 OR p.status != 'PAYMENT_COMPLETED'))"
+        " OR (d.status = 'CANCELED' AND d.stock_released != 1)"
+        " OR d.status NOT IN ('COMPLETED', 'CANCELED')",
+    )
+    assert bad == [], bad[:5]
+    rows = dict(query(data_dir, "SELECT id, status FROM order_items"))
+    assert all(rows[item] == "CANCELED" for item in canceled)
+    for goods_id in goods:
+        [(total, held)] = query(
+            data_dir,
+            "SELECT g.stock_total, COALESCE(SUM(d.quantity), 0) FROM goods g LEFT JOIN"
+            " order_items d ON d.goods_id = g.id AND d.stock_released = 0"
+            " WHERE g.id = ? GROUP BY g.id",
+            goods_id,
+        )
+        assert 0 <= held <= total
     assert_doctor_clean(data_dir)
 
 

