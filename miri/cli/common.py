@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from miri.config import Settings, SettingsError, load_settings
 from miri.domain.errors import ShopError
+from miri.domain.paging import Page
 from miri.shop import Shop, open_shop
 
 T = TypeVar("T")
@@ -71,18 +72,66 @@ def run(work: Callable[[Shop], Awaitable[T]], settings: Settings) -> T:
     try:
         return asyncio.run(main())
     except ShopError as exc:
-        detail = f" {exc.data}" if exc.data else ""
-        err_console.print(f"[red]{exc.code}:[/] {exc.message}{detail}")
-        raise typer.Exit(1) from None
+        refuse(exc)
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    t = Table(title=title, header_style="bold cyan")
-    for col in columns:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+def refuse(exc: ShopError) -> NoReturn:
+    """The shop said no: one line with its code and reason on stderr, exit code 1."""
+    detail = f" {exc.data}" if exc.data else ""
+    err_console.print(f"[red]{exc.code}:[/] {exc.message}{detail}")
+    raise typer.Exit(1) from None
+
+
+def choice(value: str | None, choices: Sequence[str], option: str) -> str | None:
+    """``value`` upper-cased when it is one of ``choices``; anything else is a usage error (2)."""
+    if value is None:
+        return None
+    if value.upper() not in choices:
+        raise typer.BadParameter(f"one of {', '.join(choices)}", param_hint=option)
+    return value.upper()
+
+
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    whole: Sequence[str] = (),
+    optional: Sequence[str] = (),
+) -> Table:
+    """A table that fits the terminal without cutting a value of the ``whole`` columns.
+
+    When it would not fit, the ``optional`` columns are left out, in that order, until it does;
+    the caption names them (``--json`` has every field).
+    """
+    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    shown = list(columns)
+    left_out: list[str] = []
+    for dropped in [None, *optional]:
+        if dropped is not None:
+            shown.remove(dropped)
+            left_out.append(dropped)
+        t = Table(title=title, header_style="bold cyan")
+        for col in shown:
+            t.add_column(col, no_wrap=col in whole)
+        for row in rows:
+            t.add_row(*(row[columns.index(col)] for col in shown))
+        unbounded = console.options.update_width(10_000)
+        if console.measure(t, options=unbounded).minimum <= console.width:
+            break
+    if left_out:
+        t.caption = f"{', '.join(left_out)}: left out to fit the terminal; --json has them"
     return t
+
+
+def fields(title: str, data: dict[str, Any]) -> Table:
+    """One record as a field / value table."""
+    return table(title, ["field", "value"], list(data.items()))
+
+
+def page_json(page: Page[T], shape: Callable[[T], Any]) -> dict[str, Any]:
+    """A page as every ``list --json`` prints it: the shaped items and how many there are."""
+    return {"items": [shape(x) for x in page.items], "totalItems": page.total_items}
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], Any]) -> None:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for, table
 from miri.domain.goods import StockReport
 from miri.shop import Shop
+
+
+def _report(report: StockReport) -> dict[str, Any]:
+    """The check as ``--json`` prints it, in the camelCase every other ``--json`` uses."""
+    return {
+        "ok": report.ok,
+        "checked": report.checked,
+        "repaired": report.repaired,
+        "mismatches": [
+            {"goodsId": m.goods_id, "what": m.what, "redis": m.redis, "truth": m.truth}
+            for m in report.mismatches
+        ],
+    }
 
 
 def doctor(
@@ -38,16 +51,16 @@ def doctor(
         return report, after
 
     report, after = run(work, settings)
-    data = report.to_dict()
+    data = _report(report)
     if after is not None:
-        data["afterRepair"] = after.to_dict()
+        data["afterRepair"] = _report(after)
     emit(
         data,
         as_json,
         lambda d: table(
             f"Stock check: {d['checked']} goods, {len(d['mismatches'])} mismatches",
             ["goods", "what", "redis", "sqlite truth"],
-            [(m["goods_id"], m["what"], m["redis"], m["truth"]) for m in d["mismatches"]],
+            [(m["goodsId"], m["what"], m["redis"], m["truth"]) for m in d["mismatches"]],
         ),
     )
     left = after if after is not None else report

@@ -8,7 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, table
+from miri.cli.common import (
+    DataDir,
+    Json,
+    RedisUrl,
+    choice,
+    emit,
+    fields,
+    refuse,
+    run,
+    settings_for,
+    table,
+)
 from miri.domain.errors import ValidationFailed
 from miri.domain.goods import CATEGORIES, model
 from miri.domain.goods.seed import SEED_SELLER, house_seller, seed_goods
@@ -20,12 +31,13 @@ LIST_COLUMNS = ["id", "name", "price", "category", "opens", "stock"]
 
 
 def _when(text: str | None) -> datetime | None:
+    """``--opens`` read as the API reads it; a time it cannot read is refused like the API's."""
     if text is None:
         return None
     try:
         return model.parse_time(text)
     except ValueError as exc:
-        raise ValidationFailed(data={"opens": str(exc)}) from None
+        refuse(ValidationFailed(data={"opens": str(exc)}))
 
 
 def _row(g: dict[str, Any]) -> list[Any]:
@@ -40,7 +52,7 @@ def _row(g: dict[str, Any]) -> list[Any]:
 
 
 def _detail_table(d: dict[str, Any]) -> Any:
-    return table(f"Goods {d['goodsId']}", ["field", "value"], list(d.items()))
+    return fields(f"Goods {d['goodsId']}", d)
 
 
 @app.command("add")
@@ -65,6 +77,7 @@ def add(
     --description "Summer sale" --price 39000 --stock 100 --category FASHION
     --opens 2026-11-23T10:00:00+09:00 --limit 2
     """
+    opening = _when(opens)
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def work(shop: Shop) -> dict[str, Any]:
@@ -76,7 +89,7 @@ def add(
             price=price,
             stock=stock,
             category=category.upper(),
-            reservation_start=_when(opens),
+            reservation_start=opening,
             per_buyer_limit=limit,
         )
         return await shop.goods.detail(goods.goods_id)
@@ -98,10 +111,8 @@ def list_goods(
 
     Example: miri goods list --category BEAUTY --q tint
     """
+    cat = choice(category, CATEGORIES, "--category")
     settings = settings_for(data_dir, redis_url=redis_url)
-    cat = category.upper() if category else None
-    if cat is not None and cat not in CATEGORIES:
-        raise typer.BadParameter(f"one of {', '.join(CATEGORIES)}", param_hint="--category")
     items, total = run(lambda shop: shop.goods.page(page, size, category=cat, q=q), settings)
     emit(
         {"items": items, "totalItems": total},

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, table
+from miri.cli.common import (
+    DataDir,
+    Json,
+    RedisUrl,
+    emit,
+    fields,
+    page_json,
+    run,
+    settings_for,
+    table,
+)
 from miri.server.routes.users import profile_out
 from miri.shop import Shop
 
@@ -59,13 +69,11 @@ def list_users(
     """
     settings = settings_for(data_dir, redis_url=redis_url)
     found = run(lambda shop: shop.users.list(page, size), settings)
-    total = found.total_items
-    data = {"items": [profile_out(p) for p in found.items], "totalItems": total}
     emit(
-        data,
+        page_json(found, profile_out),
         as_json,
         lambda d: table(
-            f"Users ({total})",
+            f"Users ({d['totalItems']})",
             ["id", "email", "name", "phone", "role"],
             [
                 (u["userId"], u["email"], u["userName"], u["phoneNumber"], u["role"])
@@ -91,7 +99,7 @@ def show(
     emit(
         profile_out(profile),
         as_json,
-        lambda d: table(f"User {d['userId']}", ["field", "value"], list(d.items())),
+        lambda d: fields(f"User {d['userId']}", d),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from miri.cli.main import app
+from miri.domain.errors import ValidationFailed
 from miri.shop import open_shop
 from tests.support.shop import make_settings
 
@@ -53,6 +54,8 @@ def test_seed_list_show(data: Path) -> None:
     assert shown["sellerName"] == "Miri Seller" and shown["stockQuantity"] > 0
     code, out = miri(data, "goods", "list", "--category", "BEAUTY")
     assert code == 0 and "Goods (" in out
+    code, out = miri(data, "goods", "list", "--category", "SHOES")
+    assert code == 2 and "one of FASHION, BEAUTY, ETC" in out
 
 
 def test_add_update_restock_and_refusals(data: Path) -> None:
@@ -81,6 +84,13 @@ def test_add_update_restock_and_refusals(data: Path) -> None:
     assert code == 1 and "VALIDATION_FAILED" in out
     code, out = miri(data, "goods", "update", gid, "--description", "short")
     assert code == 1 and "goodsDescription" in out
+    # A time it cannot read is refused in one line, as the shop refuses bad input, not a crash.
+    result = runner.invoke(
+        app, ["goods", "update", gid, "--opens", "notatime", "--data-dir", str(data)]
+    )
+    assert result.exit_code == 1 and not isinstance(result.exception, ValidationFailed)
+    assert "VALIDATION_FAILED" in result.output and "opens" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2
     code, out = miri(data, "goods", "show", "999")
     assert code == 1 and "NOT_FOUND" in out
     code, out = miri(
@@ -103,12 +113,16 @@ def test_doctor_finds_and_repairs_a_mismatch(data: Path) -> None:
 
     asyncio.run(corrupt())
     report = json.loads(miri(data, "doctor", "--json")[1])
-    assert {(m["goods_id"], m["what"]) for m in report["mismatches"]} == {
+    # camelCase, as every other --json
+    assert {(m["goodsId"], m["what"]) for m in report["mismatches"]} == {
         (2, "stock"),
         (3, "missing"),
     }
+    assert "goods_id" not in json.dumps(report)
     code, out = miri(data, "doctor")
     assert code == 1 and "mismatches" in out
     code, out = miri(data, "doctor", "--repair")
     assert code == 0 and "repaired 2 goods" in out
+    repaired = json.loads(miri(data, "doctor", "--json")[1])
+    assert repaired == {"ok": True, "checked": 3, "repaired": 0, "mismatches": []}
     assert miri(data, "doctor")[0] == 0
