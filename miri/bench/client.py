@@ -355,9 +355,7 @@ class HttpTarget:
         self.url = self.base_url + path
         self.goods_id = goods_id
         self._aiohttp = aiohttp
-        self._body = orjson.dumps(
-            {"goodsId": goods_id, "quantity": quantity, "address": "Seoul Bench 1"}
-        )
+        self._body = _order_body(goods_id, quantity)
         self._headers: dict[int, dict[str, str]] = {}
         self._connector = aiohttp.TCPConnector(
             limit=concurrency, limit_per_host=concurrency, keepalive_timeout=60, ttl_dns_cache=None
@@ -380,10 +378,7 @@ class HttpTarget:
     def _headers_for(self, buyer: Buyer) -> dict[str, str]:
         headers = self._headers.get(buyer.user_id)
         if headers is None:
-            headers = self._headers[buyer.user_id] = {
-                "Authorization": f"Bearer {buyer.token}",
-                "Content-Type": "application/json",
-            }
+            headers = self._headers[buyer.user_id] = _order_headers(buyer)
         return headers
 
     async def order(self, buyer: Buyer) -> Answer:
@@ -421,9 +416,7 @@ class RawTarget:
         self._path = path
         self._pool = RawClient(self.base_url, concurrency, timeout)
         self._probe = RawClient(self.base_url, 1, timeout)
-        self._body = orjson.dumps(
-            {"goodsId": goods_id, "quantity": quantity, "address": "Seoul Bench 1"}
-        )
+        self._body = _order_body(goods_id, quantity)
         self._requests: dict[int, bytes] = {}
         self._stock_request = self._probe.build("GET", f"/api/goods/{goods_id}/stock", {})
 
@@ -440,12 +433,8 @@ class RawTarget:
     async def order(self, buyer: Buyer) -> Answer:
         data = self._requests.get(buyer.user_id)
         if data is None:
-            headers = {
-                "Authorization": f"Bearer {buyer.token}",
-                "Content-Type": "application/json",
-            }
             data = self._requests[buyer.user_id] = self._pool.build(
-                "POST", self._path, headers, self._body
+                "POST", self._path, _order_headers(buyer), self._body
             )
         status, raw = await self._pool.request(data)
         return _answer(status, raw)
@@ -455,6 +444,15 @@ class RawTarget:
         if status != 200:
             return None
         return int(orjson.loads(raw)["data"]["stockQuantity"])
+
+
+def _order_body(goods_id: int, quantity: int) -> bytes:
+    """The one order every buyer of a run sends."""
+    return orjson.dumps({"goodsId": goods_id, "quantity": quantity, "address": "Seoul Bench 1"})
+
+
+def _order_headers(buyer: Buyer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {buyer.token}", "Content-Type": "application/json"}
 
 
 def _answer(status: int, raw: bytes) -> Answer:
