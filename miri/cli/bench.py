@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from miri.cli.common import console, err_console
+from miri.cli.common import console, err_console, run_fast
 
 app = typer.Typer(help="Benchmarks: rehearse a flash sale and measure it.", no_args_is_help=True)
-
-
-def _run(coro: Any) -> Any:
-    """uvloop for the load generator when it is installed (the client must not be the limit)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 @app.command("flash-sale")
@@ -121,7 +110,8 @@ def flash_sale(
     logging.basicConfig(level=logging.WARNING)
     ui = Ui(console=console, progress=progress and console.is_terminal, plot=plot)
     try:
-        out = _run(run_bench(opts, ui))
+        # uvloop where it is installed: the load generator must not be the limit.
+        out = run_fast(run_bench(opts, ui))
     except RuntimeError as exc:
         err_console.print(f"[red]bench failed:[/] {exc}")
         raise typer.Exit(1) from None

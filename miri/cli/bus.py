@@ -7,8 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from miri.cli.common import DataDir, Json, RedisUrl, emit, err_console, run, settings_for
+from miri.cli.common import (
+    DataDir,
+    Json,
+    RedisUrl,
+    emit,
+    err_console,
+    refuse,
+    run,
+    settings_for,
+)
 from miri.cli.common import table as make_table
+from miri.domain.errors import NotFound
 
 app = typer.Typer(help="Inspect the event bus and replay dead letters.", no_args_is_help=True)
 
@@ -88,8 +98,7 @@ def replay(
     settings = settings_for(data_dir, redis_url=redis_url)
     count = run(lambda shop: shop.bus.views.replay(None if all_ else event_id), settings)
     if event_id is not None and count == 0:
-        err_console.print(f"[red]NOT_FOUND:[/] no dead letter with event id {event_id}")
-        raise typer.Exit(1)
+        refuse(NotFound(f"no dead letter with event id {event_id}"))
     emit(
         {"replayed": count},
         as_json,

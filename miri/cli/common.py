@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -20,6 +20,7 @@ from miri.domain.paging import Page
 from miri.shop import Shop, open_shop
 
 T = TypeVar("T")
+SETTLE_TIMEOUT = 10.0  # seconds a command waits for the bus to deliver what it published
 console = Console()
 err_console = Console(stderr=True)
 
@@ -73,6 +74,22 @@ def run(work: Callable[[Shop], Awaitable[T]], settings: Settings) -> T:
         return asyncio.run(main())
     except ShopError as exc:
         refuse(exc)
+
+
+async def settle(shop: Shop) -> None:
+    """Deliver what the command published, so its effects (payments, refunds) are done when it
+    returns, with or without a server on the data dir."""
+    await shop.bus.drain(timeout=SETTLE_TIMEOUT)
+
+
+def run_fast(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop where it is installed (a faster event loop), asyncio's own otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def refuse(exc: ShopError) -> NoReturn:

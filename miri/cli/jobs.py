@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, table
+from miri.cli.common import DataDir, Json, RedisUrl, emit, run, settings_for, settle, table
 from miri.shop import Shop
 
 app = typer.Typer(help="List the scheduled jobs or run one now.", no_args_is_help=True)
@@ -74,7 +74,7 @@ def run_job(
         if name not in shop.jobs.names():
             raise typer.BadParameter(f"no job {name!r}; jobs: {', '.join(shop.jobs.names())}")
         result = await shop.jobs.run(name, when)
-        await shop.bus.drain(timeout=10.0)
+        await settle(shop)
         return {"job": name, "asOf": when.isoformat() if when else None, "result": result}
 
     emit(

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from miri import __version__
 from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, keys, orders, users
-from miri.cli.common import DataDir, Json, RedisUrl, console, emit, run, settings_for
+from miri.cli.common import (
+    DataDir,
+    Json,
+    RedisUrl,
+    console,
+    emit,
+    run,
+    run_fast,
+    settings_for,
+)
 
 app = typer.Typer(
     name="miri",
@@ -103,20 +111,10 @@ def serve(
         )
         raise typer.Exit(code)
     try:
-        run_loop(run_server(settings, access_log=access_log, ready=ready, reuse_port=reuse_port))
+        run_fast(run_server(settings, access_log=access_log, ready=ready, reuse_port=reuse_port))
     except OSError as exc:
         console.print(f"[red]cannot serve:[/] {exc}")
         raise typer.Exit(1) from None
-
-
-def run_loop(main: Any) -> None:
-    """uvloop where it is installed (a faster event loop), asyncio's own otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 @app.command()
@@ -126,11 +124,7 @@ def init(data_dir: DataDir = None, redis_url: RedisUrl = None, as_json: Json = F
     Example: miri init --data-dir ./shop-data
     """
     settings = settings_for(data_dir, redis_url=redis_url)
-
-    async def check(shop):  # type: ignore[no-untyped-def]
-        return await shop.health()
-
-    report = run(check, settings)
+    report = run(lambda shop: shop.health(), settings)
     if as_json:
         emit({"dataDir": str(settings.data_dir), **report}, True, str)
         return
