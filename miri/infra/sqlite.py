@@ -31,8 +31,8 @@ Job = Callable[[sqlite3.Connection], Any]
 MAX_BATCH = 512
 _STOP = object()
 # Set in background work (the bus's dispatcher and its deliveries): their writes do not count in
-# ``Database.backlog``, the figure background work uses to yield to requests. Counting them
-# made the bus throttle itself while it drained: 80,000 deliveries took minutes.
+# ``Database.backlog``, the figure background work uses to yield to requests; counted, they would
+# make the bus yield to its own writes while it drains.
 BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("miri_background", default=False)
 
 
@@ -119,6 +119,8 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 class Database:
     """The shop's SQLite file: ``write`` runs jobs batched in the writer, ``read`` in a pool."""
 
+    engine = "sqlite"
+
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +147,9 @@ class Database:
         self._in_batch = 0
         self.jobs = 0
         self._writer.start()
+
+    def describe(self) -> str:
+        return str(self.path)
 
     # -- public -------------------------------------------------------------------------------
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
