@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from typing import Any
 
 from miri.config import Settings
 from miri.domain.events import Event
-from miri.infra.bus import sqlite_store as store
+from miri.infra.bus import stores
 from miri.infra.bus.dispatcher import Dispatcher
 from miri.infra.bus.owners import adopt, new_worker_id
+from miri.infra.bus.pg_wakeup import OutboxListener
 from miri.infra.bus.subscriptions import Handler, Subscriptions
 from miri.infra.bus.views import BusViews
+from miri.infra.database import Database
 from miri.infra.metrics import ShopMetrics
-from miri.infra.sqlite import Database
 
 
 class Bus:
@@ -39,6 +40,8 @@ class Bus:
         self.metrics = metrics
         self.worker_id = worker_id or new_worker_id()
         adopt(self.worker_id)
+        self._store = stores.for_engine(db.engine)
+        self._listener: OutboxListener | None = None
         self._subscriptions = Subscriptions()
         self.views = BusViews(db, self._subscriptions, metrics, wake=self.notify)
         self.dispatcher = Dispatcher(
@@ -63,10 +66,10 @@ class Bus:
     def consumers(self) -> list[str]:
         return list(self._subscriptions.consumers)
 
-    def record(self, conn: sqlite3.Connection, event: Event) -> None:
+    def record(self, conn: Any, event: Event) -> None:
         """Write ``event`` to the outbox inside the caller's write job (same transaction)."""
         consumers = self._subscriptions.consumers_of(event.name)
-        store.insert_event(
+        self._store.insert_event(
             conn, event.event_id, event.name, event.to_json(), consumers, time.time()
         )
 
@@ -74,18 +77,27 @@ class Bus:
         """Wake the dispatcher now (call after the write that recorded events has committed)."""
         self.dispatcher.kick()
 
-    @staticmethod
-    def first_time(conn: sqlite3.Connection, consumer: str, event_id: str) -> bool:
+    def first_time(self, conn: Any, consumer: str, event_id: str) -> bool:
         """Mark ``event_id`` handled by ``consumer``; False when it already was (a repeat)."""
-        return store.mark_handled(conn, consumer, event_id, time.time())
+        return self._store.mark_handled(conn, consumer, event_id, time.time())
 
     # -- running --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the dispatcher (the server). Rows left pending by a crash are delivered."""
+        """Start the dispatcher (the server). Rows left pending by a crash are delivered.
+
+        On PostgreSQL other hosts commit events too: a listener wakes this dispatcher for them.
+        """
         self.dispatcher.start()
+        url = getattr(self.db, "url", None)
+        if self.db.engine == "postgresql" and url:
+            self._listener = OutboxListener(url, self.notify)
+            self._listener.start()
 
     async def stop(self) -> None:
         """Let in-flight handlers finish (up to ``stop_grace``), record outcomes, release claims."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         await self.dispatcher.stop()
 
     async def drain(self, timeout: float = 30.0) -> bool:

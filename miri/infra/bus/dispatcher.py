@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import orjson
 
 from miri.config import Settings
 from miri.domain.events import Event
-from miri.infra.bus import sqlite_store as store
+from miri.infra.bus import sqlite_store, stores
 from miri.infra.bus.owners import owner_is_dead
 from miri.infra.bus.subscriptions import Subscriptions
-from miri.infra.sqlite import BACKGROUND, Database
+from miri.infra.database import BACKGROUND, Database
 
 log = logging.getLogger("miri.infra.bus")
 
@@ -70,6 +71,7 @@ class Dispatcher:
         after_tick: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
+        self.store = stores.for_engine(db.engine)
         self.settings = settings
         self.subscriptions = subscriptions
         self.worker_id = worker_id
@@ -240,9 +242,9 @@ class Dispatcher:
                 await asyncio.gather(*late, return_exceptions=True)
         outcomes, self._outcomes = self._outcomes, []
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: Any) -> None:
             self.settle_and_claim(conn, outcomes, 0)
-            store.release(conn, self.worker_id, time.time())
+            self.store.release(conn, self.worker_id, time.time())
 
         try:
             await self.db.write(job)
@@ -293,15 +295,15 @@ class Dispatcher:
 
     # -- in the writer --------------------------------------------------------------------------
     def settle_and_claim(
-        self, conn: sqlite3.Connection, outcomes: list[Outcome], limit: int
+        self, conn: Any, outcomes: list[Outcome], limit: int
     ) -> tuple[list[Claim], float | None]:
         """Record ``outcomes``, then claim up to ``limit`` due deliveries (a write job).
 
         Returns the claims and, when fewer than ``limit`` were due, when the next one falls due.
         """
         now = time.time()
-        done: list[store.Success] = []
-        failed: list[store.Failure] = []
+        done: list[sqlite_store.Success] = []
+        failed: list[sqlite_store.Failure] = []
         max_attempts = self.settings.bus_max_attempts
         base = self.settings.bus_retry_base
         for claim, error in outcomes:
@@ -313,35 +315,36 @@ class Dispatcher:
                 status = "DEAD" if attempts >= max_attempts else "PENDING"
                 next_at = now + base * 2 ** (attempts - 1)
                 failed.append((status, attempts, next_at, error, now, *key))
-        store.settle(conn, done, failed)
+        self.store.settle(conn, done, failed)
         if limit <= 0:
             return [], None
         until = now + self.lease
         consumers = self.subscriptions.consumers_json
-        rows = store.claim(conn, self.worker_id, until, now, consumers, limit)
+        rows = self.store.claim(conn, self.worker_id, until, now, consumers, limit)
         claims = [
             Claim(event_id, consumer, attempts, until, *event)
             for (event_id, consumer, attempts), event in zip(
-                rows, _read_events(conn, [row[0] for row in rows]), strict=True
+                rows, _read_events(self.store, conn, [row[0] for row in rows]), strict=True
             )
         ]
-        next_due = store.next_due(conn, consumers) if len(claims) < limit else None
+        next_due = self.store.next_due(conn, consumers) if len(claims) < limit else None
         return claims, next_due
 
     async def _pending(self) -> int:
         consumers = self.subscriptions.consumers_json
-        return await self.db.read(lambda conn: store.pending(conn, consumers))
+        return await self.db.read(lambda conn: self.store.pending(conn, consumers))
 
     async def _reap_dead_workers(self) -> None:
         """Release claims of processes on this host that died holding them (SIGKILL, crash)."""
         try:
-            dead = [w for w in await self.db.read(store.claim_holders) if owner_is_dead(w)]
+            holders = await self.db.read(self.store.claim_holders)
+            dead = [w for w in holders if owner_is_dead(w)]
             if not dead:
                 return
 
-            def job(conn: sqlite3.Connection) -> int:
+            def job(conn: Any) -> int:
                 now = time.time()
-                return sum(store.release(conn, worker, now) for worker in dead)
+                return sum(self.store.release(conn, worker, now) for worker in dead)
 
             released = await self.db.write(job)
             if released:
@@ -351,7 +354,7 @@ class Dispatcher:
 
 
 def _read_events(
-    conn: sqlite3.Connection, event_ids: list[str]
+    store: ModuleType, conn: Any, event_ids: list[str]
 ) -> list[tuple[str, Event | None, str | None]]:
     """``(type, event, error)`` for each id, in order; the error says why an event is unreadable."""
     if not event_ids:

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from miri.infra.bus import sqlite_store as store
+from miri.infra.bus import stores
 from miri.infra.bus.subscriptions import Subscriptions
+from miri.infra.database import Database
 from miri.infra.metrics import ShopMetrics
-from miri.infra.sqlite import Database
 
 log = logging.getLogger("miri.infra.bus")
 
@@ -32,6 +32,7 @@ class BusViews:
         wake: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
+        self.store = stores.for_engine(db.engine)
         self.subscriptions = subscriptions
         self.metrics = metrics
         self._wake = wake  # tells the dispatcher that replayed deliveries are due
@@ -39,14 +40,14 @@ class BusViews:
 
     async def counts(self) -> dict[str, int]:
         """``{"pending", "deadLetters"}`` over every consumer (cheap: reads the status index)."""
-        found = await self.db.read(store.counts)
+        found = await self.db.read(self.store.counts)
         figures = {"pending": found["PENDING"], "deadLetters": found["DEAD"]}
         self._set_gauges(figures)
         return figures
 
     async def status(self) -> dict[str, Any]:
         """Totals and per-consumer figures: pending, dead letters, delivered (done)."""
-        rows = await self.db.read(store.counts_by_consumer)
+        rows = await self.db.read(self.store.counts_by_consumer)
         consumers: dict[str, dict[str, int]] = {
             name: {"pending": 0, "dead": 0, "done": 0} for name in self.subscriptions.consumers
         }
@@ -65,7 +66,7 @@ class BusViews:
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest dead-lettered deliveries, with the event and the last error."""
-        rows = await self.db.read(lambda conn: store.dead_letters(conn, limit))
+        rows = await self.db.read(lambda conn: self.store.dead_letters(conn, limit))
         return [
             {
                 "eventId": row["event_id"],
@@ -82,7 +83,7 @@ class BusViews:
 
     async def replay(self, event_id: str | None = None) -> int:
         """DEAD → PENDING for one event (every consumer of it) or all; attempts reset."""
-        count = await self.db.write(lambda conn: store.replay(conn, event_id, time.time()))
+        count = await self.db.write(lambda conn: self.store.replay(conn, event_id, time.time()))
         if count and self._wake is not None:
             self._wake()
         return count
