@@ -1,4 +1,5 @@
-"""The event bus against a real SQLite file: outbox, delivery, retries, dead letters, workers."""
+"""The event bus on a real SQLite file and on PostgreSQL: outbox, delivery, retries, dead letters,
+workers."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from miri.config import Settings
 from miri.domain.events import Event
 from miri.infra.bus import Bus
 from miri.infra.bus.owners import owner_is_dead
+from miri.infra.database import Database, open_database
 from miri.infra.metrics import ShopMetrics
-from miri.infra.sqlite import Database
 from miri.shop import open_shop
 from tests.support.shop import make_settings
+
+pytestmark = pytest.mark.both_engines
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,13 +40,15 @@ class BusTestPong(Event):
 
 
 @pytest.fixture
-def bus_settings(data_dir: Path) -> Settings:
-    return make_settings(data_dir, bus_retry_base=0.01, bus_max_attempts=3)
+def bus_settings(data_dir: Path, database_url: str | None) -> Settings:
+    return make_settings(
+        data_dir, bus_retry_base=0.01, bus_max_attempts=3, database_url=database_url
+    )
 
 
 @pytest.fixture
 async def db(bus_settings: Settings) -> AsyncIterator[Database]:
-    database = Database(bus_settings.db_path)
+    database = open_database(bus_settings)
     await database.write(
         lambda c: c.execute(
             "CREATE TABLE IF NOT EXISTS test_effects (consumer TEXT, event_id TEXT, n INTEGER)"
@@ -70,7 +75,7 @@ async def publish(bus: Bus, *events: Event) -> None:
 
 
 def effect_handler(
-    db: Database, consumer: str, calls: Counter, fail_first: int = 0
+    bus: Bus, consumer: str, calls: Counter, fail_first: int = 0
 ) -> Callable[[Event], Awaitable[None]]:
     """A consumer doing the house pattern: first_time + effect in one write job."""
 
@@ -79,7 +84,7 @@ def effect_handler(
         attempt = calls[event.event_id]
 
         def job(conn: sqlite3.Connection) -> None:
-            if not Bus.first_time(conn, consumer, event.event_id):
+            if not bus.first_time(conn, consumer, event.event_id):
                 return
             conn.execute(
                 "INSERT INTO test_effects VALUES (?, ?, ?)",
@@ -88,7 +93,7 @@ def effect_handler(
             if attempt <= fail_first:
                 raise RuntimeError(f"boom {attempt}")  # rolls back the mark and the effect
 
-        await db.write(job)
+        await bus.db.write(job)
 
     return handle
 
@@ -115,7 +120,7 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 async def test_event_of_a_rolled_back_transaction_is_never_delivered(bus: Bus, db: Database):
     calls: Counter = Counter()
-    bus.subscribe("audit", BusTestPing, effect_handler(db, "audit", calls))
+    bus.subscribe("audit", BusTestPing, effect_handler(bus, "audit", calls))
     event = BusTestPing(n=1)
 
     def job(conn: sqlite3.Connection) -> None:
@@ -165,7 +170,7 @@ async def test_delivered_after_commit_to_every_subscriber(bus: Bus, db: Database
 
 async def test_consumer_failing_twice_then_succeeding_has_one_effect(bus: Bus, db: Database):
     calls: Counter = Counter()
-    bus.subscribe("payments", BusTestPing, effect_handler(db, "payments", calls, fail_first=2))
+    bus.subscribe("payments", BusTestPing, effect_handler(bus, "payments", calls, fail_first=2))
     event = BusTestPing(n=1)
     await publish(bus, event)
     assert await bus.drain(10)
@@ -222,7 +227,7 @@ async def test_replay_all(bus: Bus, db: Database):
 
 async def test_duplicate_delivery_has_one_effect(bus: Bus, db: Database):
     calls: Counter = Counter()
-    handle = effect_handler(db, "payments", calls)
+    handle = effect_handler(bus, "payments", calls)
     bus.subscribe("payments", BusTestPing, handle)
     event = BusTestPing(n=1)
     await publish(bus, event)
@@ -269,7 +274,7 @@ async def test_handler_errors_and_timeouts_never_stop_the_dispatcher(
 
 
 async def test_two_workers_on_one_file_run_each_delivery_once(bus_settings: Settings):
-    dbs = [Database(bus_settings.db_path), Database(bus_settings.db_path)]
+    dbs = [open_database(bus_settings), open_database(bus_settings)]
     runs: Counter = Counter()
     by_worker: Counter = Counter()
     buses = [Bus(d, bus_settings, worker_id=f"w{i}") for i, d in enumerate(dbs)]
@@ -360,7 +365,7 @@ async def test_claims_of_a_killed_worker_are_taken_over(db: Database, bus_settin
     # long before its 60 s lease ends.
     calls: Counter = Counter()
     survivor = Bus(db, bus_settings)
-    survivor.subscribe("payments", BusTestPing, effect_handler(db, "payments", calls))
+    survivor.subscribe("payments", BusTestPing, effect_handler(survivor, "payments", calls))
     try:
         assert await survivor.drain(10)
     finally:
@@ -387,17 +392,17 @@ async def test_stop_releases_claims_of_unfinished_handlers(db: Database, bus_set
 
     calls: Counter = Counter()
     again = Bus(db, bus_settings)
-    again.subscribe("payments", BusTestPing, effect_handler(db, "payments", calls))
+    again.subscribe("payments", BusTestPing, effect_handler(again, "payments", calls))
     assert await again.drain(10)
     assert len(calls) == 1
 
 
-async def test_first_time_is_per_consumer(db: Database):
+async def test_first_time_is_per_consumer(bus: Bus, db: Database):
     def job(conn: sqlite3.Connection) -> list[bool]:
         return [
-            Bus.first_time(conn, "a", "e1"),
-            Bus.first_time(conn, "a", "e1"),
-            Bus.first_time(conn, "b", "e1"),
+            bus.first_time(conn, "a", "e1"),
+            bus.first_time(conn, "a", "e1"),
+            bus.first_time(conn, "b", "e1"),
         ]
 
     assert await db.write(job) == [True, False, True]
