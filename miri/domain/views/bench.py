@@ -42,7 +42,7 @@ async def sale_figures(db: Database, goods_id: int, per_buyer_limit: int | None)
         ).fetchone()
         over = conn.execute(
             "SELECT COUNT(*) FROM (SELECT user_id FROM active_order_items WHERE goods_id = ?"
-            " GROUP BY user_id HAVING SUM(quantity) > ?)",
+            " GROUP BY user_id HAVING SUM(quantity) > ?) AS over_limit",
             (goods_id, per_buyer_limit or 0),
         ).fetchone()[0]
         ids = conn.execute("SELECT id FROM order_items WHERE goods_id = ?", (goods_id,)).fetchall()
