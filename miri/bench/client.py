@@ -468,6 +468,36 @@ def _answer(status: int, raw: bytes) -> Answer:
     return Answer(status, body.get("error"))
 
 
+class SpreadTarget:
+    """Several hosts of one shop as one target: each buyer always orders from host
+    ``user_id % N`` (a load balancer with client affinity), so the load splits evenly and a
+    buyer's requests keep their connection's host. Stock is read from the first host (all read
+    the one Redis)."""
+
+    def __init__(self, targets: list[HttpTarget] | list[RawTarget]) -> None:
+        if not targets:
+            raise ValueError("a spread target needs at least one host")
+        self.targets = list(targets)
+        self.goods_id = targets[0].goods_id
+        self._n = len(self.targets)
+
+    async def __aenter__(self) -> SpreadTarget:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for target in self.targets:
+            await target.close()
+
+    async def order(self, buyer: Buyer) -> Answer:
+        return await self.targets[buyer.user_id % self._n].order(buyer)
+
+    async def stock(self) -> int | None:
+        return await self.targets[0].stock()
+
+
 class RawBareTarget(RawTarget):
     def __init__(self, base_url: str, concurrency: int) -> None:
         super().__init__(base_url, 1, 1, concurrency, path="/order")

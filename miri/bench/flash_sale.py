@@ -9,6 +9,13 @@ figures against SQLite (``miri.domain.views.bench``) and live stock.
 Targets: by default a ``miri serve`` subprocess on a free loopback port (rate limits off, no
 access log), driven over HTTP; ``url`` a server already running on this machine (its data dir is
 needed to make buyers and to check); ``in_process`` the services themselves, no HTTP.
+
+Engines: by default the SQLite file and the embedded Redis of the bench's data dir, shared with
+the one server it starts. With ``database_url`` (a PostgreSQL server) the bench makes a fresh
+schema there, generates the keys every host shares, and runs its own shop and ``hosts`` servers
+(each with a data dir of its own, nothing shared on disk) on that schema and on one Redis over
+TCP: ``redis_url``, or a throwaway ``redis-server`` it starts (``miri.bench.engines``). Buyers
+are spread over the hosts by ``SpreadTarget``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from miri.bench import report, serving
+from miri.bench import engines, report, serving
 from miri.bench.client import (
     BareTarget,
     Buyer,
@@ -40,11 +47,13 @@ from miri.bench.client import (
     LoadResult,
     RawBareTarget,
     RawTarget,
+    SpreadTarget,
     run_fixed,
     run_load,
 )
 from miri.config import Settings, load_settings
 from miri.domain.views import bench as bench_views
+from miri.infra.database import is_postgres
 from miri.infra.processes import free_port
 from miri.shop import Shop, open_shop
 
@@ -76,6 +85,9 @@ class BenchOptions:
     drain_timeout: float = 120.0
     server_workers: int | None = None
     client: str = "aiohttp"  # or "raw": the minimal keep-alive client (rawhttp)
+    database_url: str | None = None  # a PostgreSQL server: the bench makes a fresh schema there
+    hosts: int = 1  # `miri serve` processes sharing the one database and the one Redis
+    redis_url: str | None = None  # default: embedded (SQLite), a throwaway server (PostgreSQL)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -99,6 +111,34 @@ class BenchOptions:
             raise ValueError("runs must be at least 1")
         if self.opens_in < 1.0:
             raise ValueError("opens-in must be at least 1 second (the goods are registered first)")
+        if self.hosts < 1:
+            raise ValueError("hosts must be at least 1")
+        if self.database_url is not None and not is_postgres(self.database_url):
+            raise ValueError("--database-url must be a postgresql:// URL (unset: the SQLite file)")
+        if self.hosts > 1 and not self.database_url:
+            raise ValueError(
+                f"--hosts {self.hosts} needs --database-url: several hosts share one PostgreSQL;"
+                " the SQLite file belongs to one host"
+            )
+        if self.hosts > 1 and (self.url or self.in_process):
+            raise ValueError("--hosts starts its own servers; leave out --url and --in-process")
+        if self.database_url and self.url:
+            raise ValueError(
+                "--url drives a running server on its own database; leave out --database-url"
+            )
+        if self.database_url and self.strategy == "sqlite" and not self.compare:
+            raise ValueError(
+                "the sqlite strategy is the SQLite-file decrement baseline and does not run on"
+                " PostgreSQL; use --strategy lua (--compare skips it there)"
+            )
+        if self.redis_url and self.url:
+            raise ValueError(
+                "--url drives a running server on its own Redis; leave out --redis-url"
+            )
+
+    @property
+    def engine(self) -> str:
+        return "postgresql" if self.database_url else "sqlite"
 
 
 @dataclass
@@ -121,9 +161,36 @@ class _People:
     seller_token: str | None = None
 
 
+@dataclass
+class Engines:
+    """What the bench's shop and its servers run on, for the length of one invocation."""
+
+    database: str = "sqlite"  # or "postgresql"
+    database_url: str | None = None  # the fresh schema's URL (PostgreSQL)
+    schema: engines.BenchSchema | None = None
+    redis_url: str | None = None  # None: the embedded Redis of the data dir
+    redis: str = "embedded"  # or "given URL", "throwaway redis-server"
+    keys: engines.SharedKeys | None = None
+    hosts: int = 1
+
+    def describe(self) -> dict[str, Any]:
+        """For the summary, the metadata and the tables (no passwords, no keys)."""
+        return {
+            "database": self.database,
+            "schema": self.schema.name if self.schema else None,
+            "redis": self.redis,
+            "hosts": self.hosts,
+        }
+
+    def label(self) -> str:
+        hosts = f"{self.hosts} host" + ("s" if self.hosts != 1 else "")
+        return f"{self.database}, {hosts}, redis {self.redis}"
+
+
 # -- the server subprocess -------------------------------------------------------------------------
 def server_env(settings: Settings, strategy: str) -> dict[str, str]:
-    """What the server subprocess gets on top of this process's environment."""
+    """What the server subprocess gets on top of this process's environment (the keys too, when
+    several hosts share a database: never on a command line)."""
     env = {
         "MIRI_DATA_DIR": str(settings.data_dir),
         "MIRI_RATE_LIMITS": "off",
@@ -134,24 +201,32 @@ def server_env(settings: Settings, strategy: str) -> dict[str, str]:
     }
     if settings.payment_seed is not None:
         env["MIRI_PAYMENT_SEED"] = str(settings.payment_seed)
+    if settings.database_url:
+        env["MIRI_DATABASE_URL"] = settings.database_url
+    if settings.redis_url:
+        env["MIRI_REDIS_URL"] = settings.redis_url
+    if settings.jwt_secret:
+        env["MIRI_JWT_SECRET"] = settings.jwt_secret
+    if settings.data_key:
+        env["MIRI_DATA_KEY"] = settings.data_key
     return env
 
 
 class ServerCpu:
-    """CPU seconds used so far by a server process and its workers (children)."""
+    """CPU seconds used so far by the server processes (every host) and their workers."""
 
-    def __init__(self, proc: subprocess.Popen | None) -> None:
-        self._proc = psutil.Process(proc.pid) if proc is not None else None
+    def __init__(self, *procs: subprocess.Popen | None) -> None:
+        self._procs = [psutil.Process(p.pid) for p in procs if p is not None]
 
     def seconds(self) -> float | None:
-        if self._proc is None:
+        if not self._procs:
             return None
+        total = 0.0
         try:
-            procs = [self._proc, *self._proc.children(recursive=True)]
-            total = 0.0
-            for p in procs:
-                t = p.cpu_times()
-                total += t.user + t.system
+            for root in self._procs:
+                for p in (root, *root.children(recursive=True)):
+                    t = p.cpu_times()
+                    total += t.user + t.system
         except psutil.Error:
             return None
         return total
@@ -373,10 +448,25 @@ class _Progress:
         self._bar.update(self._task, completed=sold, info=info)
 
 
+def host_dirs(data_dir: Path, settings: Settings, opts: BenchOptions) -> list[Path]:
+    """Each server's data dir: the bench's own on SQLite (the server shares its file and its
+    embedded Redis), one apiece on PostgreSQL (the hosts share nothing on disk)."""
+    if not opts.database_url:
+        return [settings.data_dir]
+    return [data_dir / f"host-{i}" for i in range(1, opts.hosts + 1)]
+
+
 async def run_strategy(
-    settings: Settings, opts: BenchOptions, strategy: str, people: _People, ui: Ui
+    settings: Settings,
+    opts: BenchOptions,
+    strategy: str,
+    people: _People,
+    ui: Ui,
+    eng: Engines | None = None,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     """``opts.runs`` sales with one strategy; returns the summary with its runs."""
+    eng = eng or Engines()
     own_server = not opts.url and not opts.in_process
     async with open_shop(settings, background=opts.in_process) as shop:
         await make_people(shop, opts, people, ui)
@@ -384,31 +474,38 @@ async def run_strategy(
         with contextlib.suppress(Exception):
             redis_info["version"] = (await shop.redis.client.info("server"))["redis_version"]
         async with contextlib.AsyncExitStack() as stack:
-            base_url = opts.url.rstrip("/") if opts.url else None
+            base_urls = [opts.url.rstrip("/")] if opts.url else None
             if own_server:
-                port = free_port()
-                base_url = f"http://127.0.0.1:{port}"
-                ui.say(f"starting miri serve ({strategy}) on {base_url}")
+                base_urls, procs = [], []
                 workers = ["--workers", str(opts.server_workers)] if opts.server_workers else []
-                proc = await stack.enter_async_context(
-                    subprocess_server(
-                        serving.serve_command(settings.data_dir, port, *workers),
-                        server_env(settings, strategy),
-                        settings.data_dir / f"bench-server-{strategy}.log",
+                for host_dir in host_dirs(data_dir or settings.data_dir, settings, opts):
+                    port = free_port()
+                    base_urls.append(f"http://127.0.0.1:{port}")
+                    ui.say(f"starting miri serve ({strategy}, {eng.label()}) on {base_urls[-1]}")
+                    host_settings = settings.replace(data_dir=host_dir)
+                    host_dir.mkdir(parents=True, exist_ok=True)
+                    procs.append(
+                        await stack.enter_async_context(
+                            subprocess_server(
+                                serving.serve_command(host_dir, port, *workers),
+                                server_env(host_settings, strategy),
+                                host_dir / f"bench-server-{strategy}.log",
+                            )
+                        )
                     )
-                )
-                server = ServerCpu(proc)
+                server = ServerCpu(*procs)
             else:
-                server = ServerCpu(None)
+                server = ServerCpu()
             runs, hists = [], []
             for n in range(1, opts.runs + 1):
-                run, hist = await one_run(shop, opts, strategy, people, base_url, n, ui, server)
+                run, hist = await one_run(shop, opts, strategy, people, base_urls, n, ui, server)
                 runs.append(run)
                 hists.append(hist)
     summary = report.summarize(runs, hists)
     summary["strategy"] = strategy
     summary["target"] = "in-process" if opts.in_process else ("url" if opts.url else "subprocess")
     summary["redis"] = redis_info
+    summary["engines"] = eng.describe()
     summary["run_details"] = runs
     if ui.plot and runs:
         from miri.bench import plot
@@ -425,18 +522,19 @@ async def one_run(
     opts: BenchOptions,
     strategy: str,
     people: _People,
-    base_url: str | None,
+    base_urls: list[str] | None,
     n: int,
     ui: Ui,
     server: ServerCpu | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     opens_at = datetime.now(UTC) + _seconds(opts.opens_in)
     body = goods_body(opts, opens_at, n)
-    if base_url is not None:
+    if base_urls:
         assert people.seller_token is not None
-        goods_id = await register_http(base_url, people.seller_token, body)
+        goods_id = await register_http(base_urls[0], people.seller_token, body)
         kind = RawTarget if opts.client == "raw" else HttpTarget
-        target: Any = kind(base_url, goods_id, opts.quantity, opts.concurrency)
+        per_host = [kind(u, goods_id, opts.quantity, opts.concurrency) for u in base_urls]
+        target: Any = per_host[0] if len(per_host) == 1 else SpreadTarget(per_host)
     else:
         assert people.seller_id is not None
         goods_id = await register_in_process(shop, people.seller_id, body, opens_at, opts)
@@ -460,7 +558,7 @@ async def one_run(
                 after = server.seconds()
                 result.server_cpu_s = None if after is None else after - cpu_before
     finally:
-        if isinstance(target, HttpTarget | RawTarget):
+        if isinstance(target, HttpTarget | RawTarget | SpreadTarget):
             await target.close()
     bus = await wait_for_bus(shop, opts.drain_timeout, own_dispatcher=opts.in_process)
 
@@ -530,13 +628,54 @@ async def run_bare(
 
 
 # -- the whole bench -----------------------------------------------------------------------------------
-def bench_settings(data_dir: Path, opts: BenchOptions, strategy: str) -> Settings:
+def bench_settings(
+    data_dir: Path, opts: BenchOptions, strategy: str, eng: Engines | None = None
+) -> Settings:
+    eng = eng or Engines()
     return load_settings(
         data_dir=data_dir,
         rate_limits=False,
         payment_abandon_rate=opts.payment_abandon_rate,
         payment_seed=opts.payment_seed,
         stock_strategy=strategy,
+        database_url=eng.database_url,
+        redis_url=eng.redis_url,
+        jwt_secret=eng.keys.jwt_secret if eng.keys else None,
+        data_key=eng.keys.data_key if eng.keys else None,
+    )
+
+
+def open_engines(opts: BenchOptions, stack: contextlib.ExitStack, ui: Ui) -> Engines:
+    """The fresh schema, the shared keys and the one Redis of a PostgreSQL bench (dropped and
+    stopped when ``stack`` closes, unless ``keep_data``); the defaults on SQLite."""
+    if not opts.database_url:
+        redis = "given URL" if opts.redis_url else "embedded"
+        return Engines(redis_url=opts.redis_url, redis=redis, hosts=opts.hosts)
+    try:
+        schema = engines.create_schema(opts.database_url)
+    except Exception as exc:  # noqa: BLE001 - told to the operator as a failed bench
+        raise RuntimeError(f"cannot make a schema for the bench on PostgreSQL: {exc}") from exc
+    if opts.keep_data:
+        stack.callback(ui.say, f"kept PostgreSQL schema {schema.name} ({schema.shown})")
+    else:
+        stack.callback(engines.drop_schema, schema)
+    ui.say(f"PostgreSQL schema {schema.name} made for this bench ({schema.shown})")
+    if opts.redis_url:
+        redis_url, redis = opts.redis_url, "given URL"
+    elif opts.in_process:
+        redis_url, redis = None, "embedded"  # one process: nothing to share it with
+    else:
+        redis_url = stack.enter_context(engines.throwaway_redis())
+        redis = "throwaway redis-server"
+        ui.say(f"throwaway redis-server (no persistence) on {redis_url}")
+    return Engines(
+        database="postgresql",
+        database_url=schema.url,
+        schema=schema,
+        redis_url=redis_url,
+        redis=redis,
+        keys=engines.SharedKeys.new(),
+        hosts=opts.hosts,
     )
 
 
@@ -546,13 +685,22 @@ async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]
     temp = opts.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="miri-bench-")) if temp else Path(opts.data_dir)
     strategies = list(STRATEGIES) if opts.compare else [opts.strategy]
+    if opts.database_url and "sqlite" in strategies:
+        strategies.remove("sqlite")
+        ui.say("skipping the sqlite strategy: it is the SQLite-file baseline, not for PostgreSQL")
     people = _People()
     sections: dict[str, Any] = {}
     settings = None
+    held = contextlib.ExitStack()
     try:
+        eng = open_engines(opts, held, ui)
+        # On PostgreSQL the bench's own shop has a data dir of its own too, beside each host's.
+        own_dir = data_dir / "bench" if opts.database_url else data_dir
         for strategy in strategies:
-            settings = bench_settings(data_dir, opts, strategy)
-            sections[strategy] = await run_strategy(settings, opts, strategy, people, ui)
+            settings = bench_settings(own_dir, opts, strategy, eng)
+            sections[strategy] = await run_strategy(
+                settings, opts, strategy, people, ui, eng, data_dir
+            )
         compare = None
         if opts.compare:
             lua_requests = sections["lua"]["run_details"][0]["requests"]
@@ -570,6 +718,7 @@ async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]
                     "server_cpu_us_per_request": s["figures"]["server_cpu_us_per_request"][
                         "median"
                     ],
+                    "engines": eng.describe(),
                 }
             compare["bare aiohttp"] = {
                 "requests_per_s": bare["requests_per_s"],
@@ -578,11 +727,16 @@ async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]
                 "server_cpu_us_per_request": bare["server_cpu_us_per_request"],
             }
     finally:
-        if temp and not opts.keep_data:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            await asyncio.to_thread(held.close)
+        finally:
+            if temp and not opts.keep_data:
+                shutil.rmtree(data_dir, ignore_errors=True)
     primary = sections[strategies[0]]
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     options["admin_token"] = "<given>" if opts.admin_token else None
+    options["database_url"] = report.redact_url(opts.database_url)
+    options["redis_url"] = report.redact_url(opts.redis_url)
     out = {
         "oversold": primary["oversold"],
         "accepted_orders_per_s": primary["accepted_orders_per_s"],
@@ -596,12 +750,16 @@ async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]
         ],
         "passed": all(c["passed"] for s in strategies for c in sections[s]["checks"]),
         "strategy": strategies[0],
+        "engines": eng.describe(),
         "figures": primary["figures"],
         "strategies": {name: _public(sections[name]) for name in strategies},
         "compare": compare,
         "bare": sections.get("bare"),
         "data_dir": str(data_dir) if (not temp or opts.keep_data) else None,
-        "metadata": report.metadata(settings, options, primary.get("redis", {})),
+        "metadata": {
+            **report.metadata(settings, options, primary.get("redis", {})),
+            "engines": eng.describe(),
+        },
     }
     return out
 

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from miri.bench.client import ACCEPTED, OUTCOMES, SOLD_OUT, LoadResult, new_hist
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
 SECRET_SETTINGS = {"jwt_secret", "data_key", "smtp_password"}
+URL_SETTINGS = {"database_url", "redis_url", "redis_replica_url"}  # may carry a password
 LIBRARIES = (
     "miri",
     "aiohttp",
@@ -257,12 +259,21 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
+def redact_url(url: str | None) -> str | None:
+    """``url`` without the password it may carry (``scheme://user:password@host``)."""
+    if url is None:
+        return None
+    return re.sub(r"(://[^/@:]*):[^@/]*@", r"\1:***@", url)
+
+
 def settings_dict(settings: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if f.name in SECRET_SETTINGS and value is not None:
             value = "<redacted>"
+        elif f.name in URL_SETTINGS:
+            value = redact_url(value)
         out[f.name] = str(value) if isinstance(value, Path) else value
     return out
 
@@ -316,6 +327,14 @@ def tables(title: str, summary: dict[str, Any]) -> Group:
     )
     head.add_column("figure")
     head.add_column(f"median of {summary['runs']} run(s) ±half spread [min–max]", justify="right")
+    eng = summary.get("engines")
+    if eng:
+        hosts = eng.get("hosts", 1)
+        head.add_row(
+            "engines",
+            f"{eng.get('database')}, {hosts} host{'s' if hosts != 1 else ''},"
+            f" redis {eng.get('redis')}",
+        )
     head.add_row("time to sell out (s)", _with_spread(figs["sell_out_s"], 3))
     head.add_row("requests/s", _with_spread(figs["requests_per_s"]))
     head.add_row("accepted orders/s", _with_spread(figs["accepted_orders_per_s"]))
@@ -370,6 +389,10 @@ def compare_table(compare: dict[str, Any]) -> Table:
     for col in (*cols, "load-gen CPU", "server CPU µs/req"):
         t.add_column(col, justify="right" if col != "target" else "left")
     for name, row in compare.items():
+        eng = row.get("engines")
+        if eng:
+            hosts = eng.get("hosts", 1)
+            name = f"{name} ({eng.get('database')}, {hosts} host{'s' if hosts != 1 else ''})"
         t.add_row(
             name,
             _num(row.get("requests_per_s")),

@@ -72,10 +72,34 @@ def flash_sale(
         int | None,
         typer.Option(min=1, max=16, help="`miri serve --workers N` for the server it starts."),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A PostgreSQL server (postgresql://...): the bench makes a fresh schema there,"
+            " runs on it and drops it at the end (kept with --keep-data). Unset: the SQLite file."
+        ),
+    ] = None,
+    hosts: Annotated[
+        int,
+        typer.Option(
+            help="`miri serve` processes to start, each with its own data dir, on the one"
+            " database and one Redis, the buyers spread over them (2 or more: --database-url)."
+        ),
+    ] = 1,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The Redis the shop and its hosts share. Default: embedded (SQLite), a"
+            " throwaway redis-server on loopback (with --database-url)."
+        ),
+    ] = None,
 ) -> None:
     """Rehearse a flash sale: buyers order until sold out; then check nothing was oversold or lost.
 
     Example: miri bench flash-sale --buyers 5000 --stock 10000 --concurrency 256 --json out.json
+
+    Several hosts: miri bench flash-sale --database-url postgresql://postgres@127.0.0.1/test
+    --hosts 2
     """
     from miri.bench import report
     from miri.bench.flash_sale import BenchOptions, Ui
@@ -103,6 +127,9 @@ def flash_sale(
             max_seconds=max_seconds,
             client=client,
             server_workers=server_workers,
+            database_url=database_url,
+            hosts=hosts,
+            redis_url=redis_url,
         )
     except ValueError as exc:
         err_console.print(f"[red]bad options:[/] {exc}")
@@ -116,7 +143,12 @@ def flash_sale(
         err_console.print(f"[red]bench failed:[/] {exc}")
         raise typer.Exit(1) from None
     for name, section in out["strategies"].items():
-        title = f"flash sale ({name}, {section['target']})"
+        title = f"flash sale ({name}, {section['target']}"
+        eng = section.get("engines") or {}
+        if eng.get("database") == "postgresql" or eng.get("hosts", 1) != 1:
+            n = eng.get("hosts", 1)
+            title += f", {eng.get('database')}, {n} host{'s' if n != 1 else ''}"
+        title += ")"
         console.print(report.tables(title, section))
     if out["compare"]:
         console.print(report.compare_table(out["compare"]))

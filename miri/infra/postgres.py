@@ -423,3 +423,34 @@ class PgDatabase:
         self.batches += 1
         self.jobs += len(batch)
         _answer_all(failed + done)
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections find their tables in ``schema`` (one shop per schema)."""
+    from urllib.parse import quote
+
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
+
+
+def create_schema(url: str, schema: str) -> str:
+    """Create the empty ``schema`` on the server of ``url``; returns the URL of a shop in it."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ValueError(f"not a plain schema name: {schema!r}")
+    conn = PgConnection(url)
+    try:
+        conn.raw.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        conn.close()
+    return with_search_path(url, schema)
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it (a throwaway shop, such as a benchmark's)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ValueError(f"not a plain schema name: {schema!r}")
+    conn = PgConnection(url)
+    try:
+        conn.raw.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        conn.close()

@@ -129,3 +129,70 @@ async def test_flash_sale_in_process_sqlite_open_loop(tmp_path: Path) -> None:
         assert run["mode"] == "open"
         assert run["accepted_units"] == 150  # no payment abandons: every unit sold once
     assert out["figures"]["accepted_orders_per_s"]["n"] == 2
+
+
+@pytest.mark.timeout(240)
+def test_flash_sale_on_postgresql_with_two_hosts(tmp_path: Path, pg_url: str) -> None:
+    """Two ``miri serve`` hosts, each with its own data dir, on one PostgreSQL schema and one
+    throwaway Redis over TCP, the buyers spread over both: every check passes, and the bench's
+    schema is gone afterwards."""
+    import psycopg
+
+    out_path = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "flash-sale",
+            "--buyers",
+            "60",
+            "--stock",
+            "180",
+            "--concurrency",
+            "16",
+            "--per-buyer-limit",
+            "4",
+            "--payment-abandon-rate",
+            "0.2",
+            "--opens-in",
+            "1",
+            "--runs",
+            "1",
+            "--no-progress",
+            "--database-url",
+            pg_url,
+            "--hosts",
+            "2",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+            str(out_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "postgresql, 2 hosts" in result.output
+    out = json.loads(out_path.read_text())
+    assert_correct(out)
+    engines = out["engines"]
+    assert engines["database"] == "postgresql"
+    assert engines["hosts"] == 2
+    assert engines["redis"] == "throwaway redis-server"
+    assert out["metadata"]["engines"] == engines
+    assert out["strategies"]["lua"]["engines"] == engines
+    # Each host kept its own data dir; neither made an SQLite file (the shop is in PostgreSQL).
+    for host in ("host-1", "host-2"):
+        assert (tmp_path / "data" / host).is_dir()
+        assert not (tmp_path / "data" / host / "miri.sqlite3").exists()
+    with psycopg.connect(pg_url) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (engines["schema"],)
+        ).fetchone()
+    assert left == (0,)
+
+
+def test_several_hosts_need_a_database_url(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["bench", "flash-sale", "--hosts", "2", "--data-dir", str(tmp_path), "--no-progress"]
+    )
+    assert result.exit_code == 2
+    assert "--database-url" in result.output
