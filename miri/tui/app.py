@@ -5,6 +5,9 @@ dashboard is a reader like any CLI command), whether or not ``miri serve`` runs 
 I/O runs in Textual workers: a refresh every ``refresh`` seconds (one at a time; a slow one is
 never stacked), and each admin action in its own worker, followed by a refresh of its own. The
 benchmark runs on a thread with its own event loop.
+
+A refresh sets three reactives of the app (the snapshot, the servers, why the shop is shut);
+every panel is bound to the ones it shows and redraws itself (``panels``, ``tables``).
 """
 
 from __future__ import annotations
@@ -21,18 +24,20 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Footer, Header
 from textual.worker import Worker
-from textual_plotext import PlotextPlot
 
 from miri.config import Settings
 from miri.domain.errors import ShopError
 from miri.infra.clock import Clock
 from miri.shop import Shop, open_shop
-from miri.tui import data, panels
+from miri.tui import actions, data, look
 from miri.tui.bench import BenchScreen
+from miri.tui.panels import BusPanel, HealthPanel, OrderRateChart, PaymentsPanel, ServerPanel
 from miri.tui.screens import ConfirmScreen, FormError, JobPicker, goods_form, number_form
+from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable
 
 log = logging.getLogger(__name__)
 RECONNECT_EVERY = 5.0  # seconds between attempts to open a shop that failed to open
@@ -67,6 +72,10 @@ class DashboardApp(App[None]):
         "bench",
     }
 
+    snapshot: reactive[data.Snapshot | None] = reactive(None, always_update=True)
+    servers: reactive[list[data.ServerInfo] | None] = reactive(None, always_update=True)
+    shop_error: reactive[str | None] = reactive(None)
+
     def __init__(
         self,
         settings: Settings,
@@ -80,9 +89,6 @@ class DashboardApp(App[None]):
         self.clock = clock
         self.zone = ZoneInfo(settings.timezone)
         self.shop: Shop | None = None
-        self.shop_error: str | None = None
-        self.snapshot: data.Snapshot | None = None
-        self.servers: list[data.ServerInfo] | None = None
         self.rate = data.OrderRate()
         self._stack: AsyncExitStack | None = None
         self._connecting = False
@@ -92,42 +98,26 @@ class DashboardApp(App[None]):
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        app = DashboardApp
+        zone = self.zone
         yield Header(show_clock=True)
         with Horizontal(id="top"):
-            yield Static(id="server", classes="panel")
-            yield Static(id="health", classes="panel")
-            yield Static(id="bus", classes="panel")
-            yield Static(id="payments", classes="panel")
+            yield ServerPanel(str(self.settings.data_dir), id="server").data_bind(app.servers)
+            yield HealthPanel(id="health").data_bind(app.snapshot, app.shop_error)
+            yield BusPanel(id="bus").data_bind(app.snapshot)
+            yield PaymentsPanel(id="payments").data_bind(app.snapshot)
         with Horizontal(id="middle"):
-            yield DataTable(id="goods", classes="panel", cursor_type="row", zebra_stripes=True)
-            yield PlotextPlot(id="chart", classes="panel")
+            yield GoodsTable(zone, id="goods", zebra_stripes=True).data_bind(app.snapshot)
+            yield OrderRateChart(id="chart").data_bind(app.snapshot)
         with Horizontal(id="bottom"):
-            yield DataTable(id="orders", classes="panel", cursor_type="row", zebra_stripes=True)
+            yield OrdersTable(zone, id="orders", zebra_stripes=True).data_bind(app.snapshot)
             with Vertical(id="side"):
-                yield DataTable(id="jobs", classes="panel", cursor_type="row")
-                yield DataTable(id="dead", classes="panel", cursor_type="row")
+                yield JobsTable(zone, id="jobs").data_bind(app.snapshot, app.servers)
+                yield DeadLettersTable(zone, id="dead").data_bind(app.snapshot)
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = str(self.settings.data_dir)
-        titles = {
-            "server": "Server",
-            "health": "Redis & SQLite",
-            "bus": "Event bus",
-            "payments": "Payment outcomes",
-            "goods": "Goods",
-            "chart": "Orders per second",
-            "orders": "Latest orders",
-            "jobs": "Scheduled jobs",
-            "dead": "Dead letters",
-        }
-        for widget_id, title in titles.items():
-            self.query_one(f"#{widget_id}").border_title = title
-        self.query_one("#goods", DataTable).add_columns(*panels.GOODS_COLUMNS)
-        self.query_one("#orders", DataTable).add_columns(*panels.ORDER_COLUMNS)
-        self.query_one("#jobs", DataTable).add_columns(*panels.JOB_COLUMNS)
-        self.query_one("#dead", DataTable).add_columns(*panels.DEAD_COLUMNS)
-        self.show_panels()
         self.connect()
         self.set_interval(self.refresh_every, self.tick)
 
@@ -177,103 +167,23 @@ class DashboardApp(App[None]):
         """One full read; callers queue behind a refresh already running, so theirs is fresh."""
         async with self._refresh_lock:
             try:
-                self.servers = await data.find_servers(self.settings.data_dir)
+                servers = await data.find_servers(self.settings.data_dir)
             except Exception as exc:  # noqa: BLE001 - the panel says so; the rest goes on
                 log.warning("server lookup failed: %s", exc)
+            else:
+                self.servers = servers
             shop = self.shop
-            if shop is not None:
-                try:
-                    self.snapshot = await data.collect(shop, self.rate)
-                except Exception as exc:  # noqa: BLE001
-                    self.shop_error = f"{exc.__class__.__name__}: {exc}"
-            self.show_panels()
+            if shop is None:
+                return
+            try:
+                snapshot = await data.collect(shop, self.rate)
+            except Exception as exc:  # noqa: BLE001
+                self.shop_error = f"{exc.__class__.__name__}: {exc}"
+            else:
+                self.snapshot = snapshot  # outside the try: a panel's own error is not the shop's
 
     def action_refresh_now(self) -> None:
         self.refresh_worker()
-
-    # -- showing --------------------------------------------------------------------------------
-    def show_panels(self) -> None:
-        snap = self.snapshot
-        self.query_one("#server", Static).update(
-            panels.server_panel(self.servers, str(self.settings.data_dir))
-        )
-        self.query_one("#health", Static).update(panels.health_panel(snap, self.shop_error))
-        self.query_one("#bus", Static).update(panels.bus_panel(snap))
-        self.query_one("#payments", Static).update(panels.payments_panel(snap))
-        if snap is None:
-            return
-        now = snap.taken_at
-        goods = self.query_one("#goods", DataTable)
-        goods.border_subtitle = (
-            f"{len(snap.goods)} of {snap.goods_total:,}"
-            if "goods" not in snap.errors
-            else snap.errors["goods"]
-        )
-        self._fill(
-            goods,
-            ((str(g.goods_id), panels.goods_cells(g, self.zone, now)) for g in snap.goods),
-        )
-        orders = self.query_one("#orders", DataTable)
-        orders.border_subtitle = (
-            f"{len(snap.orders)} of {snap.orders_total:,} items"
-            if "orders" not in snap.errors
-            else snap.errors["orders"]
-        )
-        self._fill(orders, ((str(o["orderDetailId"]), panels.order_cells(o)) for o in snap.orders))
-        self._fill(
-            self.query_one("#jobs", DataTable),
-            ((j.name, panels.job_cells(j, self.zone, now)) for j in snap.jobs),
-        )
-        dead = self.query_one("#dead", DataTable)
-        dead.border_subtitle = f"{snap.bus.get('deadLetters', 0):,} · d replays them"
-        self._fill(
-            dead,
-            (
-                (f"{d['eventId']}:{d['consumer']}", panels.dead_cells(d, self.zone))
-                for d in snap.dead_letters
-            ),
-        )
-        self.show_chart(snap.rate)
-
-    def _fill(self, table: DataTable, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
-        """Replace the rows, keeping the cursor on the same key when it is still there."""
-        selected = self.selected_key(table)
-        table.clear()
-        for key, cells in rows:
-            table.add_row(*cells, key=key)
-        if selected is not None:
-            try:
-                table.move_cursor(row=table.get_row_index(selected), animate=False)
-            except Exception:  # noqa: BLE001 - the row is gone: the cursor stays where it is
-                pass
-
-    @staticmethod
-    def selected_key(table: DataTable) -> str | None:
-        if table.row_count == 0:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - no valid cursor
-            return None
-
-    def show_chart(self, rate: list[int]) -> None:
-        chart = self.query_one("#chart", PlotextPlot)
-        plt = chart.plt
-        plt.clear_figure()
-        if rate:
-            n = len(rate)
-            xs = list(range(-n + 1, 1))
-            plt.plot(xs, rate, marker="braille", color="cyan")
-            plt.xlim(-n + 1, 0)
-            plt.ylim(0, max(1, max(rate)) * 1.1)
-            plt.xticks([-n + 1, -(n * 2) // 3, -n // 3, 0], [f"-{n // 60}m", "", "", "now"])
-            peak = max(rate)
-            recent = rate[-5:]
-            chart.border_subtitle = (
-                f"now {recent[-1]}/s · last 5 s {sum(recent) / len(recent):.1f}/s · "
-                f"peak {peak}/s · {n // 60} min"
-            )
-        chart.refresh()
 
     # -- actions: helpers -----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -289,16 +199,12 @@ class DashboardApp(App[None]):
             )
         return self.shop
 
-    def _selected(self, table_id: str, what: str) -> int | None:
-        key = self.selected_key(self.query_one(f"#{table_id}", DataTable))
+    def _selected(self, table: type[GoodsTable | OrdersTable], what: str) -> int | None:
+        key = self.query_one(table).selected_key()
         if key is None:
             self.notify(f"select {what} first", severity="warning")
             return None
         return int(key)
-
-    def _goods_row(self, goods_id: int) -> data.GoodsRow | None:
-        snap = self.snapshot
-        return next((g for g in snap.goods if g.goods_id == goods_id), None) if snap else None
 
     def act(self, title: str, work: Callable[[Shop], Awaitable[str]]) -> Worker[None]:
         """Run ``work`` in a worker; its answer (or refusal) is a notification, then a refresh."""
@@ -334,10 +240,10 @@ class DashboardApp(App[None]):
             if shop is None:
                 raise FormError({"name": "the shop is not open yet"})
             try:
-                opening = data.parse_opening(values["opens"], self.zone, shop.clock.now())
+                opening = actions.parse_opening(values["opens"], self.zone, shop.clock.now())
             except ValueError as exc:
                 raise FormError({"opens": str(exc)}) from None
-            seller = await data.house_seller(shop)
+            seller = await actions.house_seller(shop)
             goods = await shop.goods.register(
                 seller,
                 name=values["name"],
@@ -365,7 +271,7 @@ class DashboardApp(App[None]):
             shop = self.shop
             if shop is None:
                 raise FormError({"quantity": "the shop is not open yet"})
-            ids = await data.seed_goods(shop, count)
+            ids = await actions.seed_goods(shop, count)
             self.notify(f"created {len(ids)} goods (ids {ids[0]}..{ids[-1]})", title="Seed")
             await self.refresh_all()
             return len(ids)
@@ -376,17 +282,17 @@ class DashboardApp(App[None]):
                 "How many goods (1-10,000)?",
                 20,
                 submit,
-                note=f"Realistic goods sold by {data.HOUSE_SELLER}; about 30% open later.",
+                note=f"Realistic goods sold by {actions.HOUSE_SELLER}; about 30% open later.",
             )
         )
 
     def action_restock(self) -> None:
         if self._need_shop() is None:
             return
-        goods_id = self._selected("goods", "goods")
+        goods_id = self._selected(GoodsTable, "goods")
         if goods_id is None:
             return
-        row = self._goods_row(goods_id)
+        row = self.query_one(GoodsTable).row(goods_id)
         name = row.name if row else f"goods {goods_id}"
 
         async def submit(values: dict[str, Any]) -> int:
@@ -401,17 +307,17 @@ class DashboardApp(App[None]):
         self.push_screen(number_form(f"Restock {name}", "Units to add", 10, submit))
 
     def action_open_sale(self) -> None:
-        goods_id = self._selected("goods", "goods")
+        goods_id = self._selected(GoodsTable, "goods")
         if goods_id is None:
             return
-        row = self._goods_row(goods_id)
+        row = self.query_one(GoodsTable).row(goods_id)
         if row is not None and row.open:
             self.notify(f"{row.name}: the sale is open already")
             return
         name = row.name if row else f"goods {goods_id}"
 
         async def work(shop: Shop) -> str:
-            await data.open_sale_now(shop, goods_id)
+            await actions.open_sale_now(shop, goods_id)
             return f"{name}: on sale from now"
 
         def answered(yes: bool | None) -> None:
@@ -421,17 +327,17 @@ class DashboardApp(App[None]):
         self.push_screen(ConfirmScreen(f"Open the sale of {name} now?", "Open now"), answered)
 
     def action_cancel_order(self) -> None:
-        item = self._selected("orders", "an order item")
+        item = self._selected(OrdersTable, "an order item")
         if item is None:
             return
 
         async def work(shop: Shop) -> str:
-            await shop.orders.cancel(None, item)
+            await shop.orders.changes.cancel(None, item)
             await self._settle(shop)
-            after = await shop.orders.get(None, item)
+            after = await shop.order_views.get(None, item)
             return (
-                f"item {item}: {after['orderStatus']}, payment {after['paymentStatus']},"
-                f" shipping {after['shippingStatus']}"
+                f"item {item}: {after.order_status}, payment {after.payment_status},"
+                f" shipping {after.shipping_status}"
             )
 
         def answered(yes: bool | None) -> None:
@@ -459,9 +365,9 @@ class DashboardApp(App[None]):
         self.push_screen(JobPicker(jobs), picked)
 
     async def _run_job(self, shop: Shop, name: str) -> str:
-        result = await shop.jobs.run(name)
+        outcome = await shop.jobs.run(name)
         await self._settle(shop)
-        return f"{name}: {panels._result(result)}"
+        return f"{name}: {look.result(outcome)}"
 
     def action_replay_dead_letters(self) -> None:
         dead = self.snapshot.bus.get("deadLetters", 0) if self.snapshot else 0

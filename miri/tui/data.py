@@ -1,8 +1,9 @@
-"""What the dashboard shows, gathered from an open shop in one pass, and the admin's actions.
+"""What the dashboard shows: the servers on its data dir, and one snapshot of the shop.
 
-Everything here is async and goes through the shop's services (the one exception is the
-orders-per-second series: no service keeps one, so it is read from the ``orders`` table, one
-cheap query per refresh for the rows added since the last one). The widgets only format.
+Everything here is async. Figures come from the shop's services, and what spans modules from
+the read side (``miri.domain.views``: the latest order items, and the dashboard's own sales per
+goods and orders per second); this module finds the servers on the data dir and puts one
+snapshot together. The panels only format it.
 """
 
 from __future__ import annotations
@@ -10,23 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from miri.domain.goods import check, seed
+from miri.domain.views import dashboard as views
+from miri.domain.views.orders import OrderItemView
 from miri.server.presence import servers
 from miri.shop import Shop
 
 log = logging.getLogger(__name__)
 
-HOUSE_SELLER = seed.SEED_SELLER  # the same account `miri goods seed` sells under
 GOODS_ROWS = 100  # newest goods shown
 ORDER_ROWS = 50  # latest order items shown
 RATE_WINDOW = 300  # seconds of orders-per-second history (the chart's width)
@@ -80,26 +79,15 @@ class OrderRate:
         self.last_id: int | None = None
 
     async def update(self, shop: Shop, now: float) -> list[int]:
-        horizon = now - self.window
-
-        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            if self.last_id is None:
-                return conn.execute(
-                    "SELECT id, created_at FROM orders WHERE created_at >= ?", (horizon,)
-                ).fetchall()
-            return conn.execute(
-                "SELECT id, created_at FROM orders WHERE id > ?", (self.last_id,)
-            ).fetchall()
-
-        rows = await shop.db.read(read)
         if self.last_id is None:
-            self.last_id = await shop.db.read(
-                lambda c: c.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()[0]
-            )
-        for row in rows:
-            second = int(row["created_at"])
+            rows = await views.orders_placed(shop.db, since=now - self.window)
+            self.last_id = await views.last_order_id(shop.db)
+        else:
+            rows = await views.orders_placed(shop.db, after_id=self.last_id)
+        for order_id, placed_at in rows:
+            second = int(placed_at)
             self.counts[second] = self.counts.get(second, 0) + 1
-            self.last_id = max(self.last_id or 0, row["id"])
+            self.last_id = max(self.last_id, order_id)
         first = int(now) - self.window + 1
         for second in [s for s in self.counts if s < first]:
             del self.counts[second]
@@ -130,12 +118,12 @@ class JobRow:
     last_result: Any = None
 
 
-@dataclass
+@dataclass(eq=False)  # each refresh is news, even when every figure is the same
 class Snapshot:
     taken_at: datetime
     goods: list[GoodsRow] = field(default_factory=list)
     goods_total: int = 0
-    orders: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[OrderItemView] = field(default_factory=list)
     orders_total: int = 0
     rate: list[int] = field(default_factory=list)
     payments: dict[str, int] = field(default_factory=dict)
@@ -150,26 +138,23 @@ class Snapshot:
 
 async def _goods(shop: Shop, now: datetime) -> tuple[list[GoodsRow], int]:
     listed, total = await shop.goods.listing(0, GOODS_ROWS)
-    ids = [g.goods_id for g, _ in listed]
-    truth = await check.truth(shop.db, ids)
-    rows = []
-    for goods, live in listed:
-        figures = truth.get(goods.goods_id)
-        held = figures.buyers if figures else {}
-        rows.append(
-            GoodsRow(
-                goods_id=goods.goods_id,
-                name=goods.name,
-                category=goods.category,
-                price=goods.price,
-                opens=goods.reservation_start,
-                open=goods.sale_open(now),
-                stock_total=goods.stock_total,
-                live=live,
-                sold=sum(held.values()),
-                buyers=len(held),
-            )
+    sales = await views.goods_sales(shop.db, [g.goods_id for g, _ in listed])
+    none = views.Sales(0, 0)
+    rows = [
+        GoodsRow(
+            goods_id=goods.goods_id,
+            name=goods.name,
+            category=goods.category,
+            price=goods.price,
+            opens=goods.reservation_start,
+            open=goods.sale_open(now),
+            stock_total=goods.stock_total,
+            live=live,
+            sold=sales.get(goods.goods_id, none).sold,
+            buyers=sales.get(goods.goods_id, none).buyers,
         )
+        for goods, live in listed
+    ]
     return rows, total
 
 
@@ -229,7 +214,8 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
         snap.goods, snap.goods_total = await _goods(shop, now)
 
     async def orders() -> None:
-        snap.orders, snap.orders_total = await shop.orders.list(page=0, size=ORDER_ROWS)
+        latest = await shop.order_views.list(page=0, size=ORDER_ROWS)
+        snap.orders, snap.orders_total = latest.items, latest.total_items
 
     async def chart() -> None:
         snap.rate = await rate.update(shop, now.timestamp())
@@ -271,38 +257,3 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
                 raise result
             snap.errors[name] = f"{result.__class__.__name__}: {result}"
     return snap
-
-
-# -- actions ------------------------------------------------------------------------------------
-async def house_seller(shop: Shop) -> int:
-    """The account goods added from the dashboard are sold under (made on first use)."""
-    return await seed.house_seller(shop.users)
-
-
-async def seed_goods(shop: Shop, count: int, seed_value: int | None = None) -> list[int]:
-    """``count`` plausible goods, as ``miri goods seed`` makes them."""
-    seller_id = await house_seller(shop)
-    rng = random.Random(seed_value)
-    return await seed.seed_goods(shop.goods, seller_id, count, rng, shop.clock.now())
-
-
-async def open_sale_now(shop: Shop, goods_id: int) -> None:
-    """Clear the opening time: the goods are on sale from now on."""
-    goods = await shop.goods.get(goods_id)
-    await shop.goods.update(goods.seller_id, goods_id, {"reservation_start": None})
-
-
-def parse_opening(text: str, zone: tzinfo, now: datetime) -> datetime | None:
-    """Blank: open now. ``+30m`` / ``+2h`` / ``+1d``: from ``now``. Otherwise ISO-8601 (read in
-    the shop's zone when it has no offset)."""
-    text = text.strip()
-    if not text:
-        return None
-    if text.startswith("+") and text[-1:] in {"m", "h", "d"} and text[1:-1].isdigit():
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[text[-1]]
-        return now + timedelta(**{unit: int(text[1:-1])})
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError("an ISO-8601 time (2026-11-23T10:00) or +30m / +2h / +1d") from None
-    return when if when.tzinfo else when.replace(tzinfo=zone)

@@ -22,7 +22,7 @@ from miri.config import load_settings
 from miri.domain.errors import ShopError
 from miri.infra.clock import FixedClock
 from miri.shop import Shop
-from miri.tui import data
+from miri.tui import actions
 
 SIZE = (160, 48)
 
@@ -53,7 +53,7 @@ async def fill(shop: Shop, clock: FixedClock, *, minutes: int = 4, buyers: int =
     start = end - timedelta(minutes=minutes)
     clock.set(start - timedelta(seconds=5))
     rng = random.Random(7)
-    ids = await data.seed_goods(shop, 14, 3)
+    ids = await actions.seed_goods(shop, 14, 3)
     goods = await shop.goods.get_many(ids)
     on_sale = [g for g in goods.values() if g.reservation_start is None]
     people = await shop.users.add_bench_users(buyers, "demo")
@@ -64,18 +64,20 @@ async def fill(shop: Shop, clock: FixedClock, *, minutes: int = 4, buyers: int =
             user_id, _ = rng.choice(people)
             g = rng.choice(on_sale)
             try:
-                await shop.orders.place(user_id, g.goods_id, rng.choice([1, 1, 1, 2]), "Seoul 1")
+                await shop.orders.placing.place(
+                    user_id, g.goods_id, rng.choice([1, 1, 1, 2]), "Seoul 1"
+                )
                 placed += 1
             except ShopError:
                 pass  # sold out or over the limit: buyers are told so in the shop too
     clock.set(end)
     await shop.bus.drain(timeout=60)
-    items, _ = await shop.orders.list(status="COMPLETED", size=6)
-    for item in items[:2]:
-        await shop.orders.cancel(None, item["orderDetailId"])
+    completed = await shop.order_views.list(status="COMPLETED", size=6)
+    for item in completed.items[:2]:
+        await shop.orders.changes.cancel(None, item.order_item_id)
     await shop.bus.drain(timeout=30)
     # The first half of the orders a day on: they leave for delivery.
-    await shop.orders.run_shipping(as_of=start + timedelta(days=1, seconds=minutes * 30))
+    await shop.orders.lifecycle.run_shipping(as_of=start + timedelta(days=1, seconds=minutes * 30))
     return placed
 
 

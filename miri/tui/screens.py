@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, Select, Static
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from miri.domain.errors import ShopError
@@ -214,9 +214,16 @@ def number_form(title: str, label: str, default: int, submit: Submit, note: str 
 
 
 class ConfirmScreen(ModalScreen[bool]):
+    """A yes / no question before a change that cannot be taken back.
+
+    "No" has the focus, so a stray Enter changes nothing; the dialog says so, and shows both
+    keys on its buttons and in its own footer.
+    """
+
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No", show=False),
     ]
 
     def __init__(self, question: str, yes: str = "Yes") -> None:
@@ -228,8 +235,15 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Static(self.question, classes="dialog-note")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(self.yes, variant="warning", id="yes")
-                yield Button("No", id="no")
+                yield Button(f"{self.yes} (y)", variant="warning", id="yes")
+                yield Button("No (n / Esc)", id="no")
+            yield Static(
+                f"y: {self.yes} · n or Esc: No\n"
+                "Enter presses the focused button (No until Tab moves it)",
+                id="confirm-keys",
+                classes="dialog-keys",
+            )
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -17,9 +17,19 @@ from tests.support.shop import add_user, make_settings
 runner = CliRunner()
 
 
-def miri(data_dir: Path, *args: str) -> Any:
+def miri(data_dir: Path, *args: str, columns: int = 200) -> Any:
     return runner.invoke(
-        app, [*args, "--data-dir", str(data_dir)], catch_exceptions=False, env={"COLUMNS": "200"}
+        app,
+        [*args, "--data-dir", str(data_dir)],
+        catch_exceptions=False,
+        env={"COLUMNS": str(columns)},
+    )
+
+
+def place(data_dir: Path, goods: int, *extra: str) -> Any:
+    """``miri order place`` for the fixture's buyer."""
+    return miri(
+        data_dir, "order", "place", "--user", "buyer@example.com", "--goods", str(goods), *extra
     )
 
 
@@ -51,18 +61,7 @@ def sale(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def test_place_list_show_cancel(data_dir, sale):
-    placed = miri(
-        data_dir,
-        "order",
-        "place",
-        "--user",
-        "buyer@example.com",
-        "--goods",
-        str(sale["goods"]),
-        "--quantity",
-        "2",
-        "--json",
-    )
+    placed = place(data_dir, sale["goods"], "--quantity", "2", "--json")
     assert placed.exit_code == 0, placed.output
     order = json.loads(placed.output)
     assert order["totalPrice"] == 3000
@@ -86,18 +85,35 @@ def test_place_list_show_cancel(data_dir, sale):
     assert again.exit_code == 1 and "INVALID_STATE" in again.output
 
 
+def test_an_unknown_status_is_a_usage_error(data_dir, sale):
+    bogus = miri(data_dir, "order", "list", "--status", "BOGUS")
+    assert bogus.exit_code == 2
+    assert "one of PAYMENT_PENDING, COMPLETED, CANCELED" in bogus.output
+    assert "Order items" not in bogus.output  # refused, not an empty table
+    assert miri(data_dir, "order", "list", "--status", "completed").exit_code == 0
+
+
+def test_the_item_table_fits_80_columns(data_dir, sale):
+    for _ in range(2):
+        placed = place(data_dir, sale["goods"])
+        assert placed.exit_code == 0, placed.output
+    narrow = miri(data_dir, "order", "list", columns=80)
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in narrow.output  # no status cut to "COMPLE…"
+    rows = [line for line in lines if "Lip tint" in line]
+    assert len(rows) == 2 and all("COMPLETED" in r and "PENDING" in r for r in rows)
+    caption = lines[-1].strip()
+    assert caption.startswith("payment") and "left out to fit the terminal" in caption
+    wide = miri(data_dir, "order", "list", columns=200)
+    header = next(line for line in wide.output.splitlines() if "item" in line and "goods" in line)
+    assert all(name in header for name in ("payment", "shipping", "return", "ordered"))
+    assert "left out" not in wide.output
+
+
 def test_refusals_exit_one_with_a_reason(data_dir, sale):
-    too_many = miri(
-        data_dir,
-        "order",
-        "place",
-        "--user",
-        "buyer@example.com",
-        "--goods",
-        str(sale["goods"]),
-        "--quantity",
-        "6",
-    )
+    too_many = place(data_dir, sale["goods"], "--quantity", "6")
     assert too_many.exit_code == 1 and "SOLD_OUT" in too_many.output
     missing = miri(data_dir, "order", "show", "999")
     assert missing.exit_code == 1 and "NOT_FOUND" in missing.output
@@ -111,18 +127,7 @@ def test_jobs_list_and_run_as_of(data_dir, sale):
     assert set(jobs) == {"shipping", "returns", "payment-expiry", "stock-sync"}
     assert "T06:00:00+09:00" in jobs["shipping"]["nextRun"]
 
-    placed = json.loads(
-        miri(
-            data_dir,
-            "order",
-            "place",
-            "--user",
-            "buyer@example.com",
-            "--goods",
-            str(sale["goods"]),
-            "--json",
-        ).output
-    )
+    placed = json.loads(place(data_dir, sale["goods"], "--json").output)
     item_id = placed["items"][0]["orderDetailId"]
     now_run = json.loads(miri(data_dir, "jobs", "run", "shipping", "--json").output)
     assert now_run["result"] == {"inTransit": 0, "delivered": 0}

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiohttp.test_utils import TestServer
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from miri.config import Settings
 from miri.infra.clock import Clock
+from miri.server.app import create_app
+from miri.server.presence import announce
 from miri.shop import Shop
 from miri.tui.app import DashboardApp
 from tests.support.shop import add_user
@@ -53,6 +56,20 @@ async def dashboard(
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         yield app, pilot
+
+
+@asynccontextmanager
+async def announced_server(shop: Shop, data_dir: Any) -> AsyncIterator[str]:
+    """The shop served over HTTP on a free port, announced on the data dir as ``miri serve``
+    announces itself; yields its URL."""
+    server = TestServer(create_app(shop), host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        with announce(data_dir, url):
+            yield url
+    finally:
+        await server.close()
 
 
 def screen_text(app: DashboardApp) -> str:
@@ -97,6 +114,6 @@ def column(table: DataTable, name: str) -> list[str]:
 async def place_paid_order(shop: Shop, goods_id: int, quantity: int = 1) -> int:
     """A buyer's order, paid: the bus delivers OrderPlaced to payments and back."""
     buyer, _ = await add_user(shop, f"buyer{goods_id}-{quantity}@example.com")
-    placed = await shop.orders.place(buyer, goods_id, quantity, "Seoul Gangnam 1")
+    placed = await shop.orders.placing.place(buyer, goods_id, quantity, "Seoul Gangnam 1")
     assert await shop.bus.drain(timeout=10)
-    return placed["items"][0]["orderDetailId"]
+    return placed.items[0].order_item_id

@@ -17,17 +17,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, Static
 
 from miri.domain.events import Event
-from miri.server.app import create_app
-from miri.server.presence import announce, presence_path, servers
+from miri.server.presence import presence_path, servers
 from miri.tui.bench import BenchScreen
+from miri.tui.data import Snapshot
+from miri.tui.panels import BusPanel, HealthPanel, OrderRateChart, PaymentsPanel, ServerPanel
 from miri.tui.screens import ConfirmScreen, FormScreen, JobPicker
+from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable
 from tests.support.goods import add_goods
 from tests.support.shop import add_user, free_port, make_settings
 from tests.support.tui import (
+    announced_server,
     cells,
     column,
     dashboard,
@@ -116,26 +118,59 @@ async def test_a_shop_that_cannot_open_is_reported_not_fatal(data_dir):
         assert "no server on this data dir" in screen_text(app)
 
 
+async def test_each_panel_keeps_its_own_state(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        await app.refresh_all()
+        snap = app.snapshot
+        assert snap is not None
+        for panel in (HealthPanel, BusPanel, PaymentsPanel, OrderRateChart, GoodsTable,
+                      OrdersTable, JobsTable, DeadLettersTable):  # fmt: skip
+            assert app.query_one(panel).snapshot is snap, panel
+        assert app.query_one(ServerPanel).servers == app.servers == []
+        assert app.query_one(JobsTable).servers == []
+        # A panel draws from what it holds: handed a snapshot of its own, it shows that one.
+        payments = app.query_one(PaymentsPanel)
+        payments.snapshot = Snapshot(taken_at=clock.now(), payments={"REFUNDED": 3})
+        await pilot.pause()
+        assert "no payments yet" not in screen_text(app)
+        assert "REFUNDED" in screen_text(app) and "100%" in screen_text(app)
+        assert app.snapshot is snap  # the app's own is untouched
+
+
 # -- where the server is ---------------------------------------------------------------------------
 async def test_server_presence_is_found_and_probed(settings, clock):
     async with dashboard(settings, clock) as (app, pilot):
         assert app.shop is not None
-        server = TestServer(create_app(app.shop), host="127.0.0.1")
-        await server.start_server()
-        try:
-            url = str(server.make_url("")).rstrip("/")
-            with announce(settings.data_dir, url):
-                await app.refresh_all()
-                await pilot.pause()
-                [found] = app.servers
-                assert found.pid == os.getpid() and found.url == url and found.health == "ok"
-                text = screen_text(app)
-                assert "serving" in text and url in text and f"pid {os.getpid()}" in text
-        finally:
-            await server.close()
+        async with announced_server(app.shop, settings.data_dir) as url:
+            await app.refresh_all()
+            await pilot.pause()
+            [found] = app.servers
+            assert found.pid == os.getpid() and found.url == url and found.health == "ok"
+            text = screen_text(app)
+            assert "serving" in text and url in text and f"pid {os.getpid()}" in text
         assert not presence_path(settings.data_dir).exists()
         await app.refresh_all()
         assert app.servers == []
+
+
+async def test_jobs_say_when_no_server_runs_them(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        jobs = app.query_one(JobsTable)
+        await app.refresh_all()
+        assert app.servers == []
+        # No countdown to runs that will not happen; when they would run stays shown.
+        assert set(column(jobs, "in")) == {"no server"}
+        assert all(n != "-" for n in column(jobs, "next run"))
+        assert "no server runs them · j runs one now" in str(jobs.border_subtitle)
+        assert "no server runs them · j runs one now" in screen_text(app)
+        async with announced_server(app.shop, settings.data_dir):
+            await app.refresh_all()
+            await pilot.pause()
+            due = column(jobs, "in")
+            assert due and all(d[0].isdigit() for d in due), due
+            assert not jobs.border_subtitle
 
 
 def test_stale_presence_of_a_dead_process_is_ignored(settings):
@@ -255,7 +290,30 @@ async def test_restock_then_open_the_sale(settings, clock):
         assert opened.reservation_start is None and opened.sale_open(clock.now())
         assert cells(table, str(goods.goods_id))[4] == "open"
         buyer, _ = await add_user(app.shop, "early@example.com")
-        await app.shop.orders.place(buyer, goods.goods_id, 1, "Seoul 1")  # no SALE_NOT_OPEN
+        await app.shop.orders.placing.place(buyer, goods.goods_id, 1, "Seoul 1")  # no SALE_NOT_OPEN
+
+
+async def test_a_confirmation_shows_its_keys_and_enter_changes_nothing(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop, opens=clock.now() + timedelta(days=1))
+        await app.refresh_all()
+        table = app.query_one(GoodsTable)
+        table.move_cursor(row=table.get_row_index(str(goods.goods_id)))
+        await pilot.press("o")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Open now (y)" in text and "No (n / Esc)" in text
+        assert "y: Open now · n or Esc: No" in text
+        assert "Enter presses the focused button (No until Tab moves it)" in text
+        footer = text.splitlines()[-1]
+        assert "y Yes" in footer and "n No" in footer, footer
+        await pilot.press("enter")  # "No" has the focus: a stray Enter is safe
+        await settle(pilot)
+        assert app.screen is not dialog
+        assert (await app.shop.goods.get(goods.goods_id)).reservation_start is not None
 
 
 async def test_cancel_an_order_item(settings, clock):
@@ -271,14 +329,14 @@ async def test_cancel_an_order_item(settings, clock):
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # changed their mind: nothing happens
         await settle(pilot)
-        assert (await app.shop.orders.get(None, item))["orderStatus"] == "COMPLETED"
+        assert (await app.shop.order_views.get(None, item)).order_status == "COMPLETED"
 
         await pilot.press("c")
         await pilot.click("#yes")
         await settle(pilot)
-        after = await app.shop.orders.get(None, item)
-        assert after["orderStatus"] == "CANCELED" and after["shippingStatus"] == "CANCELED"
-        assert after["paymentStatus"] == "REFUNDED"  # the bus delivered the refund
+        after = await app.shop.order_views.get(None, item)
+        assert after.order_status == "CANCELED" and after.shipping_status == "CANCELED"
+        assert after.payment_status == "REFUNDED"  # the bus delivered the refund
         assert await app.shop.goods.live_stock(goods.goods_id) == 5
         assert cells(orders, str(item))[5:8] == ["CANCELED", "REFUNDED", "CANCELED"]
 
@@ -297,7 +355,7 @@ async def test_run_a_job_now(settings, clock):
         options.highlighted = names.index("shipping")
         await pilot.press("enter")
         await settle(pilot)
-        assert (await app.shop.orders.get(None, item))["shippingStatus"] == "IN_TRANSIT"
+        assert (await app.shop.order_views.get(None, item)).shipping_status == "IN_TRANSIT"
         jobs = app.query_one("#jobs", DataTable)
         assert cells(jobs, "shipping")[3] == "inTransit 1, delivered 0"
 

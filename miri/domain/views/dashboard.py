@@ -1,0 +1,62 @@
+"""The dashboard's figures: what the operator's live view reads of the orders module's tables.
+
+Read-only queries for ``miri dashboard`` alone (its list of order items is ``views.orders``'s);
+each takes the shop's ``Database`` and returns plain figures in the dashboard's own terms.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from miri.infra.database import Database
+
+
+@dataclass(frozen=True)
+class Sales:
+    """What one goods has sold: units still taken from its stock, and by how many buyers."""
+
+    sold: int
+    buyers: int
+
+
+async def goods_sales(db: Database, goods_ids: Sequence[int]) -> dict[int, Sales]:
+    """Units sold and buyers per goods, counting only items whose stock is still taken (the
+    ``active_order_items`` view: canceled, aborted and returned items are not sales)."""
+    if not goods_ids:
+        return {}
+    marks = ",".join("?" * len(goods_ids))
+
+    def read(conn: sqlite3.Connection) -> dict[int, Sales]:
+        rows = conn.execute(
+            "SELECT goods_id, SUM(quantity), COUNT(DISTINCT user_id) FROM active_order_items"
+            f" WHERE goods_id IN ({marks}) GROUP BY goods_id",
+            tuple(goods_ids),
+        ).fetchall()
+        return {gid: Sales(int(sold), int(buyers)) for gid, sold, buyers in rows}
+
+    return await db.read(read)
+
+
+async def orders_placed(
+    db: Database, *, after_id: int | None = None, since: float = 0.0
+) -> list[tuple[int, float]]:
+    """(order id, placed at) of orders after ``after_id`` or, without one, placed since ``since``:
+    what an orders-per-second chart reads, a few new rows per refresh."""
+
+    def read(conn: sqlite3.Connection) -> list[tuple[int, float]]:
+        if after_id is None:
+            query, args = "SELECT id, created_at FROM orders WHERE created_at >= ?", (since,)
+        else:
+            query, args = "SELECT id, created_at FROM orders WHERE id > ?", (after_id,)
+        return [(int(i), float(at)) for i, at in conn.execute(query, args).fetchall()]
+
+    return await db.read(read)
+
+
+async def last_order_id(db: Database) -> int:
+    """The newest order's id (0 for none): where an incremental read starts."""
+    return await db.read(
+        lambda c: int(c.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()[0])
+    )
