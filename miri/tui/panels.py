@@ -8,6 +8,7 @@ on the app and every panel redraws from what it holds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -26,6 +27,13 @@ PAYMENT_ORDER = (
     "PAYMENT_ABORTED",
     "REFUNDED",
 )
+
+
+def _line_or_error(snap: Snapshot, section: str, line: Callable[[], str]) -> Text:
+    """``line()``, or why reading that section of the snapshot failed, in red."""
+    if section in snap.errors:
+        return Text(snap.errors[section], style="red")
+    return Text(line())
 
 
 class StripPanel(Static):
@@ -112,23 +120,25 @@ class HealthPanel(StripPanel):
         health, redis, sqlite = snap.health, snap.redis, snap.sqlite
         redis_ok = health.get("redis") == "ok" if health else None
         db_ok = health.get("database") == "ok" if health else None
-        if "redis" in snap.errors:
-            detail = Text(snap.errors["redis"], style="red")
-        else:
-            detail = Text(
+        redis_line = _line_or_error(
+            snap,
+            "redis",
+            lambda: (
                 f"{redis.get('mode')} {redis.get('version')} · {redis.get('keys')} keys · "
                 f"{redis.get('memory')} · {redis.get('clients')} clients · "
                 f"ping {redis.get('ping_ms')} ms"
-            )
-        table.add_row(Text.assemble(dot(redis_ok), " Redis"), detail)
-        if "sqlite" in snap.errors:
-            detail = Text(snap.errors["sqlite"], style="red")
-        else:
-            detail = Text(
+            ),
+        )
+        table.add_row(Text.assemble(dot(redis_ok), " Redis"), redis_line)
+        sqlite_line = _line_or_error(
+            snap,
+            "sqlite",
+            lambda: (
                 f"{size(sqlite.get('file'))} + WAL {size(sqlite.get('wal'))} · "
                 f"schema v{sqlite.get('schema')}"
-            )
-        table.add_row(Text.assemble(dot(db_ok), " SQLite"), detail)
+            ),
+        )
+        table.add_row(Text.assemble(dot(db_ok), " SQLite"), sqlite_line)
         breakers = health.get("breakers") or {}
         if breakers:
             parts = [

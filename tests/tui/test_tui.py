@@ -135,6 +135,14 @@ async def test_each_panel_keeps_its_own_state(settings, clock):
         await pilot.pause()
         assert "no payments yet" not in screen_text(app)
         assert "REFUNDED" in screen_text(app) and "100%" in screen_text(app)
+        # A section that could not be read says why, in its own panel; the others go on.
+        broken = Snapshot(
+            taken_at=clock.now(), errors={"redis": "ConnectionError: gone", "bus": "OSError: full"}
+        )
+        app.query_one(HealthPanel).snapshot = broken
+        app.query_one(BusPanel).snapshot = broken
+        await pilot.pause()
+        assert "ConnectionError: gone" in screen_text(app) and "OSError: full" in screen_text(app)
         assert app.snapshot is snap  # the app's own is untouched
 
 
