@@ -1,0 +1,78 @@
+"""What the orders module hands out, and what it needs from the goods module (as protocols)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+PAYMENT_PENDING = "PAYMENT_PENDING"
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's ``Idempotency-Key`` and the hash of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One item of a placed order."""
+
+    order_item_id: int
+    goods_id: int
+    quantity: int
+    unit_price: int
+    status: str = PAYMENT_PENDING
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order_id: int
+    items: list[OrderLine]
+    total_price: int
+
+
+@dataclass(frozen=True)
+class Released:
+    """Stock an item gave back: committed in SQLite, to be returned to live stock."""
+
+    goods_id: int
+    user_id: int
+    quantity: int
+
+
+# -- what orders needs of the goods module ----------------------------------------------------
+class Priced(Protocol):
+    @property
+    def price(self) -> int: ...
+
+
+class Stock(Protocol):
+    """Live stock: take it for an order (all items or none), give it back."""
+
+    async def reserve_many(
+        self, user_id: int, items: Sequence[tuple[int, int]]
+    ) -> Mapping[int, Priced]: ...
+
+    async def release(self, user_id: int, goods_id: int, quantity: int) -> None: ...
+
+
+class Wish(Protocol):
+    @property
+    def goods_id(self) -> int: ...
+
+    @property
+    def quantity(self) -> int: ...
+
+
+class Wishlist(Protocol):
+    async def entries(self, user_id: int, wish_ids: Sequence[int]) -> Sequence[Wish]: ...
+
+
+async def give_back(stock: Stock, released: Sequence[Released]) -> None:
+    """Return committed releases to live stock (after the commit that flipped their flag)."""
+    for r in released:
+        await stock.release(r.user_id, r.goods_id, r.quantity)
