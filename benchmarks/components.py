@@ -22,7 +22,7 @@ import jwt
 from rich.console import Console
 from rich.table import Table
 
-from miri.domain.events import OrderPlaced
+from miri.domain.events import OrderedItem, OrderPlaced
 from miri.infra.clock import SystemClock
 from miri.infra.sqlite import Database, connect, migrate
 from miri.infra.tokens import TokenService
@@ -36,7 +36,7 @@ SEED = [
 
 
 def store_order(conn: sqlite3.Connection) -> None:
-    """What one accepted order writes (see OrderService._place_now)."""
+    """What one accepted order writes (see orders.placing.Placing._place_now)."""
     order_id = conn.execute(
         "INSERT INTO orders (user_id, total_price, address_enc, created_at)"
         " VALUES (1, 100, x'0011', 1.0)"
@@ -53,7 +53,7 @@ def store_order(conn: sqlite3.Connection) -> None:
     event = OrderPlaced(
         order_id=order_id,
         user_id=1,
-        items=[{"orderDetailId": detail_id, "goodsId": 1, "quantity": 1, "unitPrice": 100}],
+        items=[OrderedItem(order_item_id=detail_id, goods_id=1, quantity=1, unit_price=100)],
     )
     conn.execute(
         "INSERT INTO outbox (event_id, type, payload, created_at) VALUES (?, ?, ?, 1.0)",

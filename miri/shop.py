@@ -1,8 +1,10 @@
 """The composition root: ``open_shop(settings)`` builds infrastructure and modules once.
 
-The server, the CLI and the dashboard all go through it. ``background=True`` (the server) also
-starts the bus dispatcher, the scheduler and the periodic stock write-back; a CLI command opens
-the shop without them and still sees the same data.
+The server, the CLI and the dashboard all go through it. Two tables here say how the modules
+work together: ``event_handlers`` (which module handles which event) and ``scheduled_jobs``
+(which runs happen when). ``background=True`` (the server) also checks stock before serving and
+starts the bus dispatcher and the scheduler; a CLI command opens the shop without them and still
+sees the same data.
 """
 
 from __future__ import annotations
@@ -12,27 +14,97 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from miri.config import Settings
+from miri.domain.events import (
+    Event,
+    OrderItemCanceled,
+    OrderPlaced,
+    PaymentAborted,
+    PaymentCompleted,
+)
 from miri.domain.goods import setup as goods_setup
+from miri.domain.goods.service import GoodsService
+from miri.domain.goods.wishlist import WishlistService
 from miri.domain.orders import setup as orders_setup
+from miri.domain.orders.setup import Orders
+from miri.domain.payments import setup as payments_setup
+from miri.domain.payments.service import PaymentService
 from miri.domain.users.service import UserService
+from miri.domain.views.orders import OrderViews
 from miri.infra import secrets
 from miri.infra.breakers import Breakers
-from miri.infra.bus import Bus
+from miri.infra.bus import Bus, Handler
 from miri.infra.clock import Clock, SystemClock
 from miri.infra.crypto import FieldCipher, decode_key
+from miri.infra.database import Database, open_database
 from miri.infra.mail import Mailer, make_mailer
 from miri.infra.metrics import ShopMetrics
 from miri.infra.passwords import PasswordHasher
 from miri.infra.ratelimit import RateLimiter
 from miri.infra.redis import RedisHandle, open_redis, revive_embedded
-from miri.infra.database import Database, open_database
+from miri.infra.scheduler import Jobs
 from miri.infra.tokens import TokenService
 
 log = logging.getLogger(__name__)
+PAYMENT_EXPIRY_EVERY = 60.0  # seconds between looks for items unpaid past the timeout
+
+
+def event_handlers(
+    orders: Orders, payments: PaymentService
+) -> dict[type[Event], list[tuple[str, Handler]]]:
+    """Which module handles which event, as (consumer, handler).
+
+    The consumer names key the ``deliveries`` rows already in a shop's database: never rename one.
+    """
+    return {
+        # An order was stored: payments opens a payment per item and walks it through the gateway.
+        OrderPlaced: [("payments", payments.on_order_placed)],
+        # The walk ended: paid, the item is COMPLETED ...
+        PaymentCompleted: [("orders", orders.outcomes.on_payment_completed)],
+        # ... or abandoned: the item is CANCELED and its stock goes back.
+        PaymentAborted: [("orders", orders.outcomes.on_payment_aborted)],
+        # Canceled by the buyer, expired, or paid too late: payments refunds or aborts.
+        OrderItemCanceled: [("payments", payments.on_item_canceled)],
+    }
+
+
+def scheduled_jobs(settings: Settings, orders: Orders, goods: GoodsService) -> Jobs:
+    """The runs the scheduler starts (on one worker per data dir), and `miri jobs run` names."""
+
+    async def stock_sync(as_of: datetime | None) -> dict[str, int]:
+        return {"written": await goods.sync_stock()}
+
+    jobs = Jobs(settings.timezone)
+    jobs.daily(
+        "shipping",
+        orders.lifecycle.run_shipping,
+        hour=6,
+        description="moves each paid item one shipping step if its status is a day old",
+    )
+    jobs.daily(
+        "returns",
+        orders.lifecycle.run_returns,
+        hour=6,
+        description="completes returns asked for a day ago; their stock goes back",
+    )
+    jobs.every(
+        "payment-expiry",
+        orders.lifecycle.expire_unpaid,
+        seconds=PAYMENT_EXPIRY_EVERY,
+        description="aborts items still unpaid after the payment timeout",
+    )
+    jobs.every(
+        "stock-sync",
+        stock_sync,
+        seconds=settings.stock_sync_interval,
+        description="writes live stock of changed goods back to the database",
+    )
+    return jobs
 
 
 @dataclass
@@ -44,15 +116,16 @@ class Shop:
     breakers: Breakers
     mailer: Mailer
     limiter: RateLimiter
+    cipher: FieldCipher
+    metrics: ShopMetrics
+    bus: Bus
     users: UserService
-    metrics: ShopMetrics = field(default_factory=ShopMetrics)
-    bus: Any = None  # miri.infra.bus.Bus
-    goods: Any = None  # miri.domain.goods: the catalogue and live stock
-    wishlist: Any = None  # miri.domain.goods: the wishlist
-    orders: Any = None  # miri.domain.orders
-    payments: Any = None  # miri.domain.payments
-    jobs: Any = None  # the scheduled runs (shipping, returns, stock write-back)
-    extras: dict[str, Any] = field(default_factory=dict)
+    goods: GoodsService  # the catalogue and live stock
+    wishlist: WishlistService
+    orders: Orders  # placing, changes, payment outcomes, the lifecycle runs
+    order_views: OrderViews  # order items with goods and payment statuses (reads only)
+    payments: PaymentService
+    jobs: Jobs  # the scheduled runs (shipping, returns, payment expiry, stock write-back)
 
     async def _bus_figures(self) -> dict[str, int | None]:
         try:
@@ -93,40 +166,84 @@ async def open_shop(
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
+        # -- infrastructure --
         db = open_database(settings)
         stack.push_async_callback(db.close)
         redis = await open_redis(settings)
         stack.push_async_callback(redis.close)
+        metrics = ShopMetrics()
         breakers = Breakers()
         mailer = mailer or make_mailer(settings, breakers)
         limiter = RateLimiter(redis.client, settings.rate_limits)
         cipher = FieldCipher(decode_key(secrets.data_key(settings)))
-        tokens = TokenService(secrets.jwt_secret(settings), settings.token_ttl, clock)
+        bus = Bus(db, settings, metrics)
+        stack.push_async_callback(bus.stop)
+        # -- modules --
         users = UserService(
             db=db,
             redis=redis.client,
             cipher=cipher,
             hasher=PasswordHasher(settings),
-            tokens=tokens,
+            tokens=TokenService(secrets.jwt_secret(settings), settings.token_ttl, clock),
             mailer=mailer,
             limiter=limiter,
             clock=clock,
             settings=settings,
         )
-        shop = Shop(settings, clock, db, redis, breakers, mailer, limiter, users)
-        shop.extras["cipher"] = cipher
         await users.restore_revocations()
-        shop.bus = Bus(db, settings, shop.metrics)
-        stack.push_async_callback(shop.bus.stop)
-        # goods and wishlist (domain/goods)
-        shop.goods, shop.wishlist = goods_setup.build(shop, stack)
-        # orders and payments (domain/orders, domain/payments)
-        orders_setup.build(shop)
-        # -- background work, server only (dispatcher, scheduler, stock write-back) --
-        if background:  # the stock check runs before the server takes its first order
-            await goods_setup.start_background(shop.goods, stack, settings.stock_sync_interval)
+
+        async def seller_name(user_id: int) -> str | None:
+            return (await users.profile(user_id)).user_name
+
+        goods, wishlist = goods_setup.build(
+            db=db,
+            redis=redis,
+            settings=settings,
+            clock=clock,
+            metrics=metrics,
+            seller_name=seller_name,
+            stack=stack,
+        )
+        orders = orders_setup.build(
+            db=db,
+            redis=redis.client,
+            bus=bus,
+            stock=goods,
+            wishlist=wishlist,
+            cipher=cipher,
+            clock=clock,
+            metrics=metrics,
+            payment_timeout=settings.payment_timeout,
+        )
+        payments = payments_setup.build(
+            db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics, settings=settings
+        )
+        for event_type, consumers in event_handlers(orders, payments).items():
+            for consumer, handler in consumers:
+                bus.subscribe(consumer, event_type, handler)
+        shop = Shop(
+            settings=settings,
+            clock=clock,
+            db=db,
+            redis=redis,
+            breakers=breakers,
+            mailer=mailer,
+            limiter=limiter,
+            cipher=cipher,
+            metrics=metrics,
+            bus=bus,
+            users=users,
+            goods=goods,
+            wishlist=wishlist,
+            orders=orders,
+            order_views=OrderViews(db=db, zone=ZoneInfo(settings.timezone)),
+            payments=payments,
+            jobs=scheduled_jobs(settings, orders, goods),
+        )
+        # -- background work, server only --
         if background:
-            await shop.bus.start()
+            await goods_setup.check_before_serving(goods)  # before the first order is taken
+            await bus.start()
             if settings.worker_index == 0:  # one scheduler per data dir
                 shop.jobs.start()
                 stack.push_async_callback(shop.jobs.stop)

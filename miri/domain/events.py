@@ -1,10 +1,18 @@
-"""The events that cross modules (the old Kafka payloads). Plain data, JSON on the outbox."""
+"""The events that cross modules (the old Kafka payloads): snake_case dataclasses, JSON on the outbox.
+
+An event may nest dataclasses (``OrderPlaced.items``); ``to_json`` writes them as objects and
+``from_json`` builds them again from the field types. A nested dataclass may name the keys its
+older payloads used (``LEGACY_KEYS``): outbox rows written before a rename are still read.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import os
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +30,31 @@ def new_event_id() -> str:
     return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except NameError:  # a type only its defining scope can resolve: fields are read as they are
+        return {}
+
+
+def _build(kind: Any, value: Any) -> Any:
+    """``value`` as read from JSON, made into ``kind`` where that is a dataclass or a list of them."""
+    if typing.get_origin(kind) is list:
+        (inner,) = typing.get_args(kind)
+        return [_build(inner, v) for v in value]
+    if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+        return _make(kind, value)
+    return value
+
+
+def _make(cls: type, raw: dict[str, Any]) -> Any:
+    legacy: dict[str, str] = getattr(cls, "LEGACY_KEYS", {})
+    types = _field_types(cls)
+    values = {legacy.get(k, k): v for k, v in raw.items()}
+    return cls(**{k: _build(types.get(k), v) for k, v in values.items()})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     event_id: str = field(default_factory=new_event_id)
@@ -34,12 +67,27 @@ class Event:
         EVENT_TYPES[cls.__name__] = cls
 
     def to_json(self) -> str:
-        return orjson.dumps(self).decode()  # orjson serialises dataclasses natively
+        return orjson.dumps(self).decode()  # orjson serialises (nested) dataclasses natively
 
     @staticmethod
     def from_json(type_name: str, payload: str | bytes) -> Event:
-        cls = EVENT_TYPES[type_name]
-        return cls(**orjson.loads(payload))
+        return _make(EVENT_TYPES[type_name], orjson.loads(payload))
+
+
+@dataclass(frozen=True)
+class OrderedItem:
+    """One item of a placed order, as payments needs it to open a payment."""
+
+    order_item_id: int
+    goods_id: int
+    quantity: int
+    unit_price: int
+    # Outbox rows written before events went snake_case carry the API's names.
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {
+        "orderDetailId": "order_item_id",
+        "goodsId": "goods_id",
+        "unitPrice": "unit_price",
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +96,7 @@ class OrderPlaced(Event):
 
     order_id: int
     user_id: int
-    # Each item: {"orderDetailId", "goodsId", "quantity", "unitPrice"}.
-    items: list[dict[str, int]]
+    items: list[OrderedItem]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
@@ -15,7 +16,10 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from miri.domain import paging
+from miri.domain.orders.model import PlacedOrder
 from miri.domain.users import rules
+from miri.domain.views.orders import OrderItemView
 
 T = TypeVar("T")
 
@@ -107,3 +111,90 @@ def page_of(items: list[Any], paging: Paging, total: int) -> dict[str, Any]:
         "totalItems": total,
         "totalPages": (total + paging.size - 1) // paging.size,
     }
+
+
+def page_out(page: paging.Page[Any], shape: Callable[[Any], Any]) -> dict[str, Any]:
+    """A domain page as the API's ``Page``, each item put in its API shape by ``shape``."""
+    return {
+        "items": [shape(item) for item in page.items],
+        "page": page.page,
+        "size": page.size,
+        "totalItems": page.total_items,
+        "totalPages": page.total_pages,
+    }
+
+
+# -- orders ---------------------------------------------------------------------------------------
+class OrderLine(BaseModel):
+    orderDetailId: int
+    goodsId: int
+    quantity: int
+    unitPrice: int
+    status: str
+
+
+class OrderOut(BaseModel):
+    orderId: int
+    items: list[OrderLine]
+    totalPrice: int
+
+    @classmethod
+    def of(cls, order: PlacedOrder) -> OrderOut:
+        return cls(
+            orderId=order.order_id,
+            items=[
+                OrderLine(
+                    orderDetailId=i.order_item_id,
+                    goodsId=i.goods_id,
+                    quantity=i.quantity,
+                    unitPrice=i.unit_price,
+                    status=i.status,
+                )
+                for i in order.items
+            ],
+            totalPrice=order.total_price,
+        )
+
+
+class OrderItem(BaseModel):
+    orderDetailId: int
+    orderId: int
+    goodsId: int
+    goodsName: str
+    category: str
+    quantity: int
+    unitPrice: int
+    subTotalPrice: int
+    orderStatus: str
+    shippingStatus: str
+    paymentStatus: str | None
+    returnStatus: str | None
+    orderedAt: str
+
+    @classmethod
+    def of(cls, item: OrderItemView) -> OrderItem:
+        return cls(
+            orderDetailId=item.order_item_id,
+            orderId=item.order_id,
+            goodsId=item.goods_id,
+            goodsName=item.goods_name,
+            category=item.category,
+            quantity=item.quantity,
+            unitPrice=item.unit_price,
+            subTotalPrice=item.sub_total_price,
+            orderStatus=item.order_status,
+            shippingStatus=item.shipping_status,
+            paymentStatus=item.payment_status,
+            returnStatus=item.return_status,
+            orderedAt=item.ordered_at.isoformat(timespec="seconds"),
+        )
+
+
+def order_out(order: PlacedOrder) -> dict[str, Any]:
+    """A placed order as the API answers it."""
+    return OrderOut.of(order).model_dump()
+
+
+def order_item(item: OrderItemView) -> dict[str, Any]:
+    """An order item as the API shows it."""
+    return OrderItem.of(item).model_dump()

@@ -308,7 +308,7 @@ async def test_ciphertexts_of_equal_values_differ(shop: Any) -> None:
     profiles = [await shop.users.profile(i) for i in ids]
     assert profiles[0].address == profiles[1].address == "Same Address 1"
 
-    cipher: FieldCipher = shop.extras["cipher"]
+    cipher: FieldCipher = shop.cipher
     a, b = cipher.encrypt("same", "name"), cipher.encrypt("same", "name")
     assert a != b and cipher.decrypt(a, "name") == cipher.decrypt(b, "name") == "same"
     # The blind index is deterministic (that is what makes lookups work) but is not the value.

@@ -27,7 +27,7 @@ async def test_killed_embedded_redis_is_started_again_and_stock_repaired(data_di
         buyer, _ = await add_user(shop)
         goods = await add_goods(shop, stock=10)
         for _ in range(3):
-            await shop.orders.place(buyer, goods.goods_id, 1, "Seoul 1")
+            await shop.orders.placing.place(buyer, goods.goods_id, 1, "Seoul 1")
         old_pid = int(open(shop.redis.embedded.pidfile).read())
         os.kill(old_pid, signal.SIGKILL)
 
@@ -44,7 +44,7 @@ async def test_killed_embedded_redis_is_started_again_and_stock_repaired(data_di
         new_pid = int(open(shop.redis.embedded.pidfile).read())
         assert new_pid != old_pid
         assert await shop.goods.live_stock(goods.goods_id) == 7
-        await shop.orders.place(buyer, goods.goods_id, 2, "Seoul 1")
+        await shop.orders.placing.place(buyer, goods.goods_id, 2, "Seoul 1")
         assert await shop.goods.live_stock(goods.goods_id) == 5
         report = await shop.goods.check_stock(repair=False)
         assert report.ok, report.to_dict()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from miri.server.app import create_app
-from miri.shop import open_shop
 from tests.support.shop import add_user, bearer, make_settings
 
 ADDRESS = "Seoul Mapo 12"
@@ -19,8 +16,8 @@ LONG_TOKENS = {"token_ttl": 30 * 24 * 3600}
 
 
 @pytest.fixture
-def settings(data_dir):
-    return make_settings(data_dir, **LONG_TOKENS)
+def settings(data_dir, database_url):
+    return make_settings(data_dir, database_url=database_url, **LONG_TOKENS)
 
 
 async def register_goods(
@@ -167,24 +164,22 @@ async def test_return_window_is_one_day_after_delivery(client, shop, clock, peop
     assert resp.status == 400 and "reason" in (await resp.json())["data"]
 
 
-async def test_abandon_rate_one_gives_every_unit_back(aiohttp_client, data_dir, clock):
-    settings = make_settings(data_dir, **LONG_TOKENS, payment_abandon_rate=1.0, payment_seed=7)
-    async with open_shop(settings, clock=clock) as shop:
-        client = await aiohttp_client(create_app(shop))
-        _, seller = await add_user(shop, "seller@example.com")
-        _, buyer = await add_user(shop, "buyer@example.com")
-        goods_id = await register_goods(client, seller, stock=30)
-        answers = await asyncio.gather(*(order(client, buyer, goods_id, 1) for _ in range(30)))
-        assert [r.status for r in answers] == [201] * 30
-        assert await stock(client, goods_id) == 0
-        assert await shop.bus.drain(timeout=30)
-        items, total = await shop.orders.list(user_id=None, size=100)
-        assert total == 30
-        assert {i["orderStatus"] for i in items} == {"CANCELED"}
-        assert {i["paymentStatus"] for i in items} == {"PAYMENT_ABORTED"}
-        assert {i["shippingStatus"] for i in items} == {"CANCELED"}
-        assert await stock(client, goods_id) == 30
-        assert not _mismatches(await shop.goods.check_stock(repair=False))
+async def test_abandon_rate_one_gives_every_unit_back(make_client):
+    shop, client = await make_client(**LONG_TOKENS, payment_abandon_rate=1.0, payment_seed=7)
+    _, seller = await add_user(shop, "seller@example.com")
+    _, buyer = await add_user(shop, "buyer@example.com")
+    goods_id = await register_goods(client, seller, stock=30)
+    answers = await asyncio.gather(*(order(client, buyer, goods_id, 1) for _ in range(30)))
+    assert [r.status for r in answers] == [201] * 30
+    assert await stock(client, goods_id) == 0
+    assert await shop.bus.drain(timeout=30)
+    page = await shop.order_views.list(user_id=None, size=100)
+    assert page.total_items == 30
+    assert {i.order_status for i in page.items} == {"CANCELED"}
+    assert {i.payment_status for i in page.items} == {"PAYMENT_ABORTED"}
+    assert {i.shipping_status for i in page.items} == {"CANCELED"}
+    assert await stock(client, goods_id) == 30
+    assert not _mismatches(await shop.goods.check_stock(repair=False))
 
 
 async def test_cancel_refunds_and_releases_once_under_concurrency(client, shop, people):
@@ -210,54 +205,46 @@ async def test_cancel_refunds_and_releases_once_under_concurrency(client, shop, 
     )
 
 
-async def test_cancel_racing_payment_abort_and_expiry_releases_once(
-    aiohttp_client, data_dir, clock
-):
-    settings = make_settings(data_dir, **LONG_TOKENS, payment_abandon_rate=1.0, payment_timeout=60)
-    async with open_shop(settings, clock=clock) as shop:
-        client = await aiohttp_client(create_app(shop))
-        _, seller = await add_user(shop, "seller@example.com")
-        _, buyer = await add_user(shop, "buyer@example.com")
-        goods_id = await register_goods(client, seller, stock=50)
-        details = []
-        for _ in range(25):
-            body = await (await order(client, buyer, goods_id, 2)).json()
-            details.append(body["data"]["items"][0]["orderDetailId"])
-        assert await stock(client, goods_id) == 0
-        clock.advance(seconds=61)
-        # Buyer cancels, payment aborts and expiry all go at once.
-        cancels = [
-            client.post(f"/api/auth/orders/{d}/cancel", headers=bearer(buyer)) for d in details
-        ]
-        await asyncio.gather(*cancels, shop.bus.drain(timeout=30), shop.jobs.run("payment-expiry"))
-        assert await shop.bus.drain(timeout=30)
-        assert await stock(client, goods_id) == 50
-        items, _ = await shop.orders.list(size=100)
-        assert {i["orderStatus"] for i in items} == {"CANCELED"}
-        assert not _mismatches(await shop.goods.check_stock(repair=False))
+async def test_cancel_racing_payment_abort_and_expiry_releases_once(make_client, clock):
+    shop, client = await make_client(**LONG_TOKENS, payment_abandon_rate=1.0, payment_timeout=60)
+    _, seller = await add_user(shop, "seller@example.com")
+    _, buyer = await add_user(shop, "buyer@example.com")
+    goods_id = await register_goods(client, seller, stock=50)
+    details = []
+    for _ in range(25):
+        body = await (await order(client, buyer, goods_id, 2)).json()
+        details.append(body["data"]["items"][0]["orderDetailId"])
+    assert await stock(client, goods_id) == 0
+    clock.advance(seconds=61)
+    # Buyer cancels, payment aborts and expiry all go at once.
+    cancels = [client.post(f"/api/auth/orders/{d}/cancel", headers=bearer(buyer)) for d in details]
+    await asyncio.gather(*cancels, shop.bus.drain(timeout=30), shop.jobs.run("payment-expiry"))
+    assert await shop.bus.drain(timeout=30)
+    assert await stock(client, goods_id) == 50
+    page = await shop.order_views.list(size=100)
+    assert {i.order_status for i in page.items} == {"CANCELED"}
+    assert not _mismatches(await shop.goods.check_stock(repair=False))
 
 
-async def test_unpaid_items_expire(aiohttp_client, data_dir, clock):
-    settings = make_settings(data_dir, **LONG_TOKENS, payment_timeout=900)
-    async with open_shop(settings, clock=clock) as shop:
-        client = await aiohttp_client(create_app(shop))
-        _, seller = await add_user(shop, "seller@example.com")
-        _, buyer = await add_user(shop, "buyer@example.com")
-        goods_id = await register_goods(client, seller, stock=3)
-        detail = (await (await order(client, buyer, goods_id, 3)).json())["data"]["items"][0][
-            "orderDetailId"
-        ]
-        # The gateway has not answered (the bus has not run): the item waits for payment.
-        assert await shop.jobs.run("payment-expiry") == 0
-        clock.advance(minutes=15, seconds=1)
-        assert await shop.jobs.run("payment-expiry") == 1
-        assert await stock(client, goods_id) == 3
-        # The late gateway answer does not bring the item back; the money goes back.
-        assert await shop.bus.drain(timeout=20)
-        got = await item(client, buyer, detail)
-        assert got["orderStatus"] == "CANCELED"
-        assert got["paymentStatus"] in ("PAYMENT_ABORTED", "REFUNDED")
-        assert await stock(client, goods_id) == 3
+async def test_unpaid_items_expire(make_client, clock):
+    shop, client = await make_client(**LONG_TOKENS, payment_timeout=900)
+    _, seller = await add_user(shop, "seller@example.com")
+    _, buyer = await add_user(shop, "buyer@example.com")
+    goods_id = await register_goods(client, seller, stock=3)
+    detail = (await (await order(client, buyer, goods_id, 3)).json())["data"]["items"][0][
+        "orderDetailId"
+    ]
+    # The gateway has not answered (the bus has not run): the item waits for payment.
+    assert await shop.jobs.run("payment-expiry") == 0
+    clock.advance(minutes=15, seconds=1)
+    assert await shop.jobs.run("payment-expiry") == 1
+    assert await stock(client, goods_id) == 3
+    # The late gateway answer does not bring the item back; the money goes back.
+    assert await shop.bus.drain(timeout=20)
+    got = await item(client, buyer, detail)
+    assert got["orderStatus"] == "CANCELED"
+    assert got["paymentStatus"] in ("PAYMENT_ABORTED", "REFUNDED")
+    assert await stock(client, goods_id) == 3
 
 
 async def test_idempotent_retry_creates_one_order(client, shop, people):
@@ -272,8 +259,7 @@ async def test_idempotent_retry_creates_one_order(client, shop, people):
         assert resp.status == 201
         assert (await resp.json())["data"] == body["data"]
     assert await stock(client, goods_id) == 8
-    _, total = await shop.orders.list(size=100)
-    assert total == 1
+    assert (await shop.order_views.list(size=100)).total_items == 1
     # Same key, other body.
     resp = await order(client, people["buyer"], goods_id, 3, key="retry-1")
     assert resp.status == 409 and (await resp.json())["error"] == "IDEMPOTENCY_CONFLICT"
@@ -417,25 +403,24 @@ async def test_my_page_and_admin_views(client, shop, people):
     assert stats["bus"]["pending"] == 0
 
 
-async def test_placed_order_is_durable_with_its_event(client, shop, people, data_dir):
+async def test_placed_order_is_durable_with_its_event(client, shop, people):
     goods_id = await register_goods(client, people["seller"], stock=3)
     resp = await order(client, people["buyer"], goods_id, 1)
     detail = (await resp.json())["data"]["items"][0]["orderDetailId"]
-    raw = sqlite3.connect(data_dir / "miri.sqlite3")
-    try:
-        assert (
-            raw.execute(
+
+    def committed(conn: Any) -> tuple[int, int, bytes]:  # on a reader: what was committed
+        return (
+            conn.execute(
                 "SELECT COUNT(*) FROM shipping WHERE order_item_id = ?", (detail,)
-            ).fetchone()[0]
-            == 1
+            ).fetchone()[0],
+            conn.execute("SELECT COUNT(*) FROM outbox WHERE type = 'OrderPlaced'").fetchone()[0],
+            bytes(conn.execute("SELECT address_enc FROM orders").fetchone()[0]),
         )
-        assert (
-            raw.execute("SELECT COUNT(*) FROM outbox WHERE type = 'OrderPlaced'").fetchone()[0] == 1
-        )
-        address = raw.execute("SELECT address_enc FROM orders").fetchone()[0]
-        assert ADDRESS.encode() not in address
-    finally:
-        raw.close()
+
+    shipping, events, address = await shop.db.read(committed)
+    assert shipping == 1
+    assert events == 1
+    assert ADDRESS.encode() not in address
 
 
 async def test_metrics_show_the_sale(client, shop, people):

@@ -10,10 +10,22 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from miri.domain.errors import RateLimited, ValidationFailed
-from miri.domain.orders.service import Idempotency
+from miri.domain.orders.model import Idempotency
 from miri.server.api import Api, ok, path_id
 from miri.server.keys import SHOP
-from miri.server.models import Address, Body, Int, Page, Paging, integer, page_of
+from miri.server.models import (
+    Address,
+    Body,
+    Int,
+    OrderItem,
+    OrderOut,
+    Page,
+    Paging,
+    integer,
+    order_item,
+    order_out,
+    page_out,
+)
 
 api = Api("orders")
 # What placing an order can answer besides 201, for both ways of placing one.
@@ -46,36 +58,6 @@ class WishlistOrderBody(Body):
 
 class ReturnBody(Body):
     reason: str = Field(min_length=10, max_length=50)
-
-
-class OrderLine(BaseModel):
-    orderDetailId: int
-    goodsId: int
-    quantity: int
-    unitPrice: int
-    status: str
-
-
-class OrderOut(BaseModel):
-    orderId: int
-    items: list[OrderLine]
-    totalPrice: int
-
-
-class OrderItem(BaseModel):
-    orderDetailId: int
-    orderId: int
-    goodsId: int
-    goodsName: str
-    category: str
-    quantity: int
-    unitPrice: int
-    subTotalPrice: int
-    orderStatus: str
-    shippingStatus: str
-    paymentStatus: str | None
-    returnStatus: str | None
-    orderedAt: str
 
 
 def idempotency(request: web.Request, body: BaseModel) -> Idempotency | None:
@@ -112,14 +94,14 @@ async def _order_rate(request: web.Request) -> None:
 )
 async def place_order(request: web.Request, body: OrderBody) -> web.Response:
     await _order_rate(request)
-    order = await request.app[SHOP].orders.place(
+    order = await request.app[SHOP].orders.placing.place(
         request["claims"].user_id,
         body.goodsId,
         body.quantity,
         body.address,
         idempotency(request, body),
     )
-    return ok(order, status=201, msg="order placed; payment follows")
+    return ok(order_out(order), status=201, msg="order placed; payment follows")
 
 
 @api.route(
@@ -133,10 +115,10 @@ async def place_order(request: web.Request, body: OrderBody) -> web.Response:
 )
 async def place_wishlist_order(request: web.Request, body: WishlistOrderBody) -> web.Response:
     await _order_rate(request)
-    order = await request.app[SHOP].orders.place_from_wishlist(
+    order = await request.app[SHOP].orders.placing.place_from_wishlist(
         request["claims"].user_id, body.wishListIds, body.address, idempotency(request, body)
     )
-    return ok(order, status=201, msg="order placed; payment follows")
+    return ok(order_out(order), status=201, msg="order placed; payment follows")
 
 
 @api.route(
@@ -147,20 +129,20 @@ async def place_wishlist_order(request: web.Request, body: WishlistOrderBody) ->
     response=Page[OrderItem],
 )
 async def my_orders(request: web.Request, query: Paging) -> web.Response:
-    items, total = await request.app[SHOP].orders.list(
+    page = await request.app[SHOP].order_views.list(
         user_id=request["claims"].user_id, page=query.page, size=query.size
     )
-    return ok(page_of(items, query, total))
+    return ok(page_out(page, order_item))
 
 
 @api.route(
     "GET", "/api/auth/orders/{orderDetailId}", summary="One of my order items", response=OrderItem
 )
 async def my_order(request: web.Request) -> web.Response:
-    item = await request.app[SHOP].orders.get(
+    item = await request.app[SHOP].order_views.get(
         request["claims"].user_id, path_id(request, "orderDetailId")
     )
-    return ok(item)
+    return ok(order_item(item))
 
 
 @api.route(
@@ -171,10 +153,11 @@ async def my_order(request: web.Request) -> web.Response:
     errors=("INVALID_STATE",),
 )
 async def cancel_order(request: web.Request) -> web.Response:
-    item = await request.app[SHOP].orders.cancel(
-        request["claims"].user_id, path_id(request, "orderDetailId")
-    )
-    return ok(item, msg="canceled; stock returned and payment refunded")
+    shop, user_id = request.app[SHOP], request["claims"].user_id
+    item_id = path_id(request, "orderDetailId")
+    await shop.orders.changes.cancel(user_id, item_id)
+    item = await shop.order_views.get(user_id, item_id)
+    return ok(order_item(item), msg="canceled; stock returned and payment refunded")
 
 
 @api.route(
@@ -186,7 +169,8 @@ async def cancel_order(request: web.Request) -> web.Response:
     errors=("INVALID_STATE",),
 )
 async def return_order(request: web.Request, body: ReturnBody) -> web.Response:
-    item = await request.app[SHOP].orders.request_return(
-        request["claims"].user_id, path_id(request, "orderDetailId"), body.reason
-    )
-    return ok(item, msg="return requested")
+    shop, user_id = request.app[SHOP], request["claims"].user_id
+    item_id = path_id(request, "orderDetailId")
+    await shop.orders.changes.request_return(user_id, item_id, body.reason)
+    item = await shop.order_views.get(user_id, item_id)
+    return ok(order_item(item), msg="return requested")

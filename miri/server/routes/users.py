@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -16,15 +17,20 @@ from miri.server.models import (
     Address,
     Body,
     Email,
+    Paging,
     Password,
     PhoneNumber,
     UserName,
     at_least_one,
+    order_item,
+    page_of,
+    page_out,
     schema_of,
 )
 
 log = logging.getLogger(__name__)
 api = Api("users")
+MY_PAGE_SIZE = 10  # items in each part of "my page"
 
 
 class VerifyEmailBody(Body):
@@ -164,12 +170,10 @@ async def logout(request: web.Request) -> web.Response:
     return ok(None, msg="logged out")
 
 
-async def _part(name: str, getter: Any, user_id: int) -> Any:
+async def _part(name: str, part: Awaitable[Any]) -> Any:
     """One part of "my page"; a failing module gives null instead of failing the page."""
-    if getter is None:
-        return None
     try:
-        return await getter(user_id)
+        return await part
     except Exception:  # noqa: BLE001 - the page answers with what it has
         log.exception("my page: %s failed", name)
         return None
@@ -184,12 +188,25 @@ async def _part(name: str, getter: Any, user_id: int) -> Any:
 async def my_page(request: web.Request) -> web.Response:
     shop = request.app[SHOP]
     user_id = request["claims"].user_id
-    parts = shop.extras.get("my_page_parts", {})
+    first = Paging(page=0, size=MY_PAGE_SIZE)
+
+    async def registered_goods() -> dict[str, Any]:
+        items, total = await shop.goods.page(0, MY_PAGE_SIZE, seller_id=user_id)
+        return page_of(items, first, total)
+
+    async def wish_list() -> dict[str, Any]:
+        items, total = await shop.wishlist.page(user_id, 0, MY_PAGE_SIZE)
+        return page_of(items, first, total)
+
+    async def orders_part() -> dict[str, Any]:
+        page = await shop.order_views.list(user_id=user_id, page=0, size=MY_PAGE_SIZE)
+        return page_out(page, order_item)
+
     profile, goods, wishlist, orders = await asyncio.gather(
         shop.users.profile(user_id),
-        _part("registeredGoods", parts.get("registeredGoods"), user_id),
-        _part("wishList", parts.get("wishList"), user_id),
-        _part("orders", parts.get("orders"), user_id),
+        _part("registeredGoods", registered_goods()),
+        _part("wishList", wish_list()),
+        _part("orders", orders_part()),
     )
     return ok(
         {**profile_out(profile), "registeredGoods": goods, "wishList": wishlist, "orders": orders}
