@@ -13,6 +13,7 @@ import itertools
 import os
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,29 +31,42 @@ def new_event_id() -> str:
     return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
-@functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except NameError:  # a type only its defining scope can resolve: fields are read as they are
-        return {}
+Convert = Callable[[Any], Any]
 
 
-def _build(kind: Any, value: Any) -> Any:
-    """``value`` as read from JSON, made into ``kind`` where that is a dataclass or a list of them."""
+def _converter(kind: Any) -> Convert | None:
+    """How a JSON value becomes ``kind``: a dataclass, a list of them, or as it is (None)."""
     if typing.get_origin(kind) is list:
-        (inner,) = typing.get_args(kind)
-        return [_build(inner, v) for v in value]
-    if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-        return _make(kind, value)
-    return value
+        inner = _converter(typing.get_args(kind)[0])
+        return None if inner is None else lambda values: [inner(v) for v in values]
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return lambda value: _make(kind, value)
+    return None
+
+
+@functools.cache
+def _plan(cls: type) -> tuple[dict[str, str], dict[str, Convert]]:
+    """Per class, once: its legacy key names, and a converter for each field that needs one."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # a type only its defining scope can resolve: fields are read as they are
+        hints = {}
+    converters = {}
+    for f in dataclasses.fields(cls):
+        convert = _converter(hints.get(f.name))
+        if convert is not None:
+            converters[f.name] = convert
+    return getattr(cls, "LEGACY_KEYS", {}), converters
 
 
 def _make(cls: type, raw: dict[str, Any]) -> Any:
-    legacy: dict[str, str] = getattr(cls, "LEGACY_KEYS", {})
-    types = _field_types(cls)
-    values = {legacy.get(k, k): v for k, v in raw.items()}
-    return cls(**{k: _build(types.get(k), v) for k, v in values.items()})
+    legacy, converters = _plan(cls)
+    if legacy:
+        raw = {legacy.get(k, k): v for k, v in raw.items()}
+    for name, convert in converters.items():
+        if name in raw:
+            raw[name] = convert(raw[name])
+    return cls(**raw)
 
 
 @dataclass(frozen=True, kw_only=True)
