@@ -481,7 +481,9 @@ async def run_strategy(
                 for host_dir in host_dirs(data_dir or settings.data_dir, settings, opts):
                     port = free_port()
                     base_urls.append(f"http://127.0.0.1:{port}")
-                    ui.say(f"starting miri serve ({strategy}, {eng.label()}) on {base_urls[-1]}")
+                    ui.say(
+                        f"starting miri serve ({strategy} strategy; {eng.label()}) on {base_urls[-1]}"
+                    )
                     host_settings = settings.replace(data_dir=host_dir)
                     host_dir.mkdir(parents=True, exist_ok=True)
                     procs.append(

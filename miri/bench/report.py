@@ -390,7 +390,7 @@ def compare_table(compare: dict[str, Any]) -> Table:
         t.add_column(col, justify="right" if col != "target" else "left")
     for name, row in compare.items():
         eng = row.get("engines")
-        if eng:
+        if eng and (eng.get("database") != "sqlite" or eng.get("hosts", 1) != 1):
             hosts = eng.get("hosts", 1)
             name = f"{name} ({eng.get('database')}, {hosts} host{'s' if hosts != 1 else ''})"
         t.add_row(
