@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from miri.config import Settings, load_settings
+from miri.infra.crypto import new_key
 from miri.infra.processes import free_port as free_port  # re-exported for the tests
 from miri.shop import Shop
 
@@ -17,8 +18,15 @@ CHEAP_HASH = {"argon2_memory_kib": 1024, "argon2_time_cost": 1}
 TOKEN_RE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 
+# One pair of keys for every shop of a test run on PostgreSQL: hosts of a shared database must
+# share keys (the shop refuses to make its own), as an operator's hosts would.
+SHARED_KEYS = {"jwt_secret": new_key(), "data_key": new_key()}
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values = {**CHEAP_HASH, "stock_sync_interval": 3600.0, "payment_abandon_rate": 0.0}
+    if overrides.get("database_url"):
+        values.update(SHARED_KEYS)
     values.update(overrides)
     return load_settings(data_dir=data_dir, env={}, **values)
 
