@@ -55,7 +55,7 @@ class Settings:
     bus_max_attempts: int = 5
     bus_retry_base: float = 0.2  # seconds; doubles per attempt
     workers: int = 1
-    worker_index: int = 0  # set by `serve --workers N` for each worker; 0 runs the jobs
+    worker_index: int = 0  # which worker of `serve --workers N` this process is
     stock_strategy: str = "lua"  # "sqlite": the plain SQLite decrement (benchmark baseline)
     log_level: str = "INFO"
 

@@ -42,6 +42,8 @@ from miri.infra.bus import Bus, Handler
 from miri.infra.clock import Clock, SystemClock
 from miri.infra.crypto import FieldCipher, decode_key
 from miri.infra.database import Database, open_database
+from miri.infra.hosts import Hosts, check_keys, key_fingerprint
+from miri.infra.leadership import Leadership, lease_for
 from miri.infra.mail import Mailer, make_mailer
 from miri.infra.metrics import ShopMetrics
 from miri.infra.passwords import PasswordHasher
@@ -126,6 +128,7 @@ class Shop:
     order_views: OrderViews  # order items with goods and payment statuses (reads only)
     payments: PaymentService
     jobs: Jobs  # the scheduled runs (shipping, returns, payment expiry, stock write-back)
+    hosts: Hosts  # this process's heartbeat, and the other processes serving the shop
 
     async def _bus_figures(self) -> dict[str, int | None]:
         try:
@@ -152,6 +155,8 @@ class Shop:
             "database": db_ok,
             "bus": await self._bus_figures(),
             "breakers": await self.breakers.states(),
+            "host": {"id": self.hosts.host_id, "leader": self.hosts.leader},
+            "engines": {"database": self.db.engine, "redis": self.redis.mode},
         }
 
 
@@ -175,7 +180,10 @@ async def open_shop(
         breakers = Breakers()
         mailer = mailer or make_mailer(settings, breakers)
         limiter = RateLimiter(redis.client, settings.rate_limits)
-        cipher = FieldCipher(decode_key(secrets.data_key(settings)))
+        jwt_key, data_key = secrets.jwt_secret(settings), secrets.data_key(settings)
+        if settings.database_url:  # several hosts may share it: they must share keys too
+            await check_keys(db, key_fingerprint(jwt_key, data_key))
+        cipher = FieldCipher(decode_key(data_key))
         bus = Bus(db, settings, metrics)
         stack.push_async_callback(bus.stop)
         # -- modules --
@@ -184,7 +192,7 @@ async def open_shop(
             redis=redis.client,
             cipher=cipher,
             hasher=PasswordHasher(settings),
-            tokens=TokenService(secrets.jwt_secret(settings), settings.token_ttl, clock),
+            tokens=TokenService(jwt_key, settings.token_ttl, clock),
             mailer=mailer,
             limiter=limiter,
             clock=clock,
@@ -239,18 +247,37 @@ async def open_shop(
             order_views=OrderViews(db=db, zone=ZoneInfo(settings.timezone)),
             payments=payments,
             jobs=scheduled_jobs(settings, orders, goods),
+            hosts=Hosts(db),
         )
         # -- background work, server only --
         if background:
             await goods_setup.check_before_serving(goods)  # before the first order is taken
             await bus.start()
-            if settings.worker_index == 0:  # one scheduler per data dir
-                shop.jobs.start()
-                stack.push_async_callback(shop.jobs.stop)
+            beat = asyncio.create_task(shop.hosts.run(), name="miri-heartbeat")
+            stack.push_async_callback(shop.hosts.stopped)
+            stack.push_async_callback(_cancel, beat)
+            leadership = _jobs_leadership(shop)
+            await leadership.begin()
+            stack.push_async_callback(leadership.end)
             if redis.embedded is not None:
                 watch = asyncio.create_task(_watch_embedded_redis(shop))
                 stack.push_async_callback(_cancel, watch)
         yield shop
+
+
+def _jobs_leadership(shop: Shop) -> Leadership:
+    """The scheduled jobs run in one process per shop: whichever holds the jobs lease."""
+
+    def start() -> None:
+        shop.hosts.leader = True
+        shop.jobs.start()
+
+    async def stop() -> None:
+        shop.hosts.leader = False
+        await shop.jobs.stop()
+
+    lease = lease_for(shop.settings.database_url, shop.settings.data_dir)
+    return Leadership(lease, start, stop)
 
 
 async def _watch_embedded_redis(shop: Shop, every: float = 1.0) -> None:

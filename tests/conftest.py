@@ -33,7 +33,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+    if "engine" not in metafunc.fixturenames:
+        return
+    if not metafunc.definition.get_closest_marker("both_engines"):
+        return
+    chosen = any(
+        "engine" in m.args[0] for m in metafunc.definition.iter_markers("parametrize")
+    )  # a test that names its engine itself
+    if not chosen:
         metafunc.parametrize("engine", ENGINES, indirect=True)
 
 

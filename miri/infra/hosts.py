@@ -1,5 +1,8 @@
 """The processes serving one shop, known to each other through a heartbeat table.
 
+Heartbeats are wall-clock times (the hosts' clocks are kept in step by NTP), never the shop's
+injectable clock: whether a process is alive is not a matter of shop time.
+
 Every ``miri serve`` process (a worker on one machine, or one of several hosts on a shared
 PostgreSQL) has a row in ``hosts`` that it refreshes every ``BEAT`` seconds. The dashboard and
 ``/api/health`` list the live ones from it, whichever host they ask; the leader finds a host
@@ -12,18 +15,21 @@ or encrypts data no other host can read.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from miri import __version__
-from miri.infra.clock import Clock
 from miri.infra.database import Database
 
+log = logging.getLogger(__name__)
 BEAT = 5.0  # seconds between heartbeats
 LIVE = 15.0  # a host unseen for this long is not listed as serving
 GONE = 60.0  # a host unseen for this long is taken for dead: its leftovers are finished
@@ -64,15 +70,14 @@ def _host(row: Any) -> HostRow:
 class Hosts:
     """This process's heartbeat, and what it knows of the others."""
 
-    def __init__(self, db: Database, clock: Clock, host_id: str | None = None) -> None:
+    def __init__(self, db: Database, host_id: str | None = None) -> None:
         self._db = db
-        self._clock = clock
         self.host_id = host_id or new_host_id()
         self.url: str | None = None
         self.leader = False
 
     async def beat(self) -> None:
-        now = self._clock.timestamp()
+        now = time.time()
         args = (
             self.host_id,
             socket.gethostname(),
@@ -93,7 +98,7 @@ class Hosts:
         )
 
     async def stopped(self) -> None:
-        now = self._clock.timestamp()
+        now = time.time()
         await self._db.write(
             lambda c: c.execute(
                 "UPDATE hosts SET stopped_at = ?, seen_at = ?, leader = 0 WHERE host_id = ?",
@@ -103,7 +108,7 @@ class Hosts:
 
     async def live(self, within: float = LIVE) -> list[HostRow]:
         """Hosts that beat within ``within`` seconds and did not say they stopped."""
-        since = self._clock.timestamp() - within
+        since = time.time() - within
         rows = await self._db.read(
             lambda c: c.execute(
                 "SELECT * FROM hosts WHERE seen_at >= ? AND stopped_at IS NULL ORDER BY host_id",
@@ -114,7 +119,7 @@ class Hosts:
 
     async def gone(self, after: float = GONE) -> list[HostRow]:
         """Hosts that stopped beating ``after`` seconds ago without saying they stopped."""
-        since = self._clock.timestamp() - after
+        since = time.time() - after
         rows = await self._db.read(
             lambda c: c.execute(
                 "SELECT * FROM hosts WHERE seen_at < ? AND stopped_at IS NULL ORDER BY host_id",
@@ -123,9 +128,18 @@ class Hosts:
         )
         return [_host(r) for r in rows]
 
+    async def run(self) -> None:
+        """Beat every ``BEAT`` seconds until cancelled; a failed beat is tried again next time."""
+        while True:
+            try:
+                await self.beat()
+            except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal
+                log.warning("heartbeat not written: %s", exc)
+            await asyncio.sleep(BEAT)
+
     async def mark_finished(self, host_id: str) -> None:
         """A gone host's leftovers are dealt with: it is no longer looked at."""
-        now = self._clock.timestamp()
+        now = time.time()
         await self._db.write(
             lambda c: c.execute(
                 "UPDATE hosts SET stopped_at = ? WHERE host_id = ? AND stopped_at IS NULL",

@@ -71,6 +71,7 @@ async def serve(
         await site.start()
         host, port = sock.getsockname()[:2]
         url = f"http://{host}:{port}"
+        shop.hosts.url = url  # in the heartbeat: where the dashboard and other hosts reach it
         if ready:
             ready(url)
         try:
