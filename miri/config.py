@@ -25,6 +25,7 @@ class Settings:
     redis_replica_url: str | None = None
     redis_replica: bool = False  # start an embedded replica of the embedded Redis
     timezone: str = "Asia/Seoul"
+    daily_run_at: str = "06:00"  # the shipping and returns runs, in `timezone`
     token_ttl: int = 3600
     jwt_secret: str | None = None  # None: generated into the data dir on first start
     data_key: str | None = None  # base64 32 bytes; None: generated into the data dir
@@ -143,4 +144,11 @@ def load_settings(
     _apply(values, env_values, "environment")
     _apply(values, {k: v for k, v in overrides.items() if v is not None}, "flags")
     values["data_dir"] = root.resolve()
-    return Settings(**values)
+    settings = Settings(**values)
+    from miri.infra.scheduler import time_of_day
+
+    try:
+        time_of_day(settings.daily_run_at)
+    except ValueError as exc:
+        raise SettingsError(f"daily_run_at: {exc}") from None
+    return settings

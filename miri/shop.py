@@ -49,7 +49,7 @@ from miri.infra.metrics import ShopMetrics
 from miri.infra.passwords import PasswordHasher
 from miri.infra.ratelimit import RateLimiter
 from miri.infra.redis import RedisHandle, open_redis, revive_embedded
-from miri.infra.scheduler import Jobs
+from miri.infra.scheduler import Jobs, RunRecorder
 from miri.infra.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -75,23 +75,25 @@ def event_handlers(
     }
 
 
-def scheduled_jobs(settings: Settings, orders: Orders, goods: GoodsService) -> Jobs:
+def scheduled_jobs(
+    settings: Settings, orders: Orders, goods: GoodsService, record: RunRecorder | None = None
+) -> Jobs:
     """The runs the scheduler starts (on one worker per data dir), and `miri jobs run` names."""
 
     async def stock_sync(as_of: datetime | None) -> dict[str, int]:
         return {"written": await goods.sync_stock()}
 
-    jobs = Jobs(settings.timezone)
+    jobs = Jobs(settings.timezone, record)
     jobs.daily(
         "shipping",
         orders.lifecycle.run_shipping,
-        hour=6,
+        at=settings.daily_run_at,
         description="moves each paid item one shipping step if its status is a day old",
     )
     jobs.daily(
         "returns",
         orders.lifecycle.run_returns,
-        hour=6,
+        at=settings.daily_run_at,
         description="completes returns asked for a day ago; their stock goes back",
     )
     jobs.every(
@@ -226,6 +228,7 @@ async def open_shop(
         payments = payments_setup.build(
             db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics, settings=settings
         )
+        hosts = Hosts(db)
         for event_type, consumers in event_handlers(orders, payments).items():
             for consumer, handler in consumers:
                 bus.subscribe(consumer, event_type, handler)
@@ -246,8 +249,8 @@ async def open_shop(
             orders=orders,
             order_views=OrderViews(db=db, zone=ZoneInfo(settings.timezone)),
             payments=payments,
-            jobs=scheduled_jobs(settings, orders, goods),
-            hosts=Hosts(db),
+            jobs=scheduled_jobs(settings, orders, goods, hosts.record_run),
+            hosts=hosts,
         )
         # -- background work, server only --
         if background:

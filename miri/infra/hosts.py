@@ -137,6 +137,19 @@ class Hosts:
                 log.warning("heartbeat not written: %s", exc)
             await asyncio.sleep(BEAT)
 
+    async def record_run(
+        self, name: str, started_at: float, finished_at: float, outcome: str, detail: str
+    ) -> None:
+        """A scheduled job ran here (see ``infra/scheduler``)."""
+        args = (name, self.host_id, started_at, finished_at, outcome, detail)
+        await self._db.write(
+            lambda c: c.execute(
+                "INSERT INTO job_runs (name, host_id, started_at, finished_at, outcome, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                args,
+            )
+        )
+
     async def mark_finished(self, host_id: str) -> None:
         """A gone host's leftovers are dealt with: it is no longer looked at."""
         now = time.time()

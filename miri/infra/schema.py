@@ -176,6 +176,18 @@ MIGRATIONS: list[str] = [
     CREATE TABLE shop_meta (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
-    )
+    );
+    -- Every scheduled run, where it ran and how it ended: shows that a shop's daily runs
+    -- happen once however many hosts serve it.
+    CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        host_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed')),
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX job_runs_name ON job_runs (name, started_at)
     """,
 ]

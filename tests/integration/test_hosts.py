@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,32 @@ async def test_keys_from_a_shared_mount(tmp_path: Path, database_url):
     async with open_shop(hosts[0]) as one, open_shop(hosts[1]) as two:
         token = one.users.issue_token(1, "USER")
         assert two.users.tokens.decode(token).user_id == 1
+
+
+async def test_the_daily_runs_happen_once_however_many_serve(tmp_path: Path, database_url):
+    at = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%H:%M:%S")
+    settings = [
+        s.replace(timezone="UTC", daily_run_at=at) for s in _two_hosts(tmp_path, database_url)
+    ]
+    async with (
+        open_shop(settings[0], background=True) as a,
+        open_shop(settings[1], background=True) as b,
+    ):
+        leader = a.hosts.host_id if a.hosts.leader else b.hosts.host_id
+
+        def runs(conn) -> list[tuple[str, str, str]]:
+            return [
+                (r["name"], r["host_id"], r["outcome"])
+                for r in conn.execute(
+                    "SELECT * FROM job_runs WHERE name IN ('shipping', 'returns')"
+                )
+            ]
+
+        for _ in range(200):
+            found = await a.db.read(runs)
+            if len(found) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # a second run, had there been one, would show by now
+        found = await a.db.read(runs)
+    assert sorted(found) == [("returns", leader, "ok"), ("shipping", leader, "ok")]
