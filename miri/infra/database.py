@@ -56,7 +56,9 @@ def open_database(settings: Settings) -> Database:
     url = settings.database_url
     if url:
         if not is_postgres(url):
-            raise ValueError(f"unsupported database URL {url.split(':', 1)[0]!r}: use postgresql://")
+            raise ValueError(
+                f"unsupported database URL {url.split(':', 1)[0]!r}: use postgresql://"
+            )
         from miri.infra.postgres import PgDatabase
 
         return PgDatabase(url)
