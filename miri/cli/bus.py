@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from miri.cli.common import (
     DataDir,
@@ -40,7 +41,7 @@ def status(data_dir: DataDir = None, redis_url: RedisUrl = None, as_json: Json =
 
     def render(d: dict[str, Any]) -> Any:
         rows = [(name, c["pending"], c["dead"], c["done"]) for name, c in d["consumers"].items()]
-        rows.append(("[bold]total[/]", d["pending"], d["deadLetters"], d["delivered"]))
+        rows.append((Text("total", style="bold"), d["pending"], d["deadLetters"], d["delivered"]))
         return make_table("Event bus", ["consumer", "pending", "dead letters", "delivered"], rows)
 
     emit(data, as_json, render)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from miri.config import Settings, SettingsError, load_settings
 from miri.domain.errors import ShopError
@@ -119,9 +120,10 @@ def table(
     """A table that fits the terminal without cutting a value of the ``whole`` columns.
 
     When it would not fit, the ``optional`` columns are left out, in that order, until it does;
-    the caption names them (``--json`` has every field).
+    the caption names them (``--json`` has every field). Values are shown as they are, never
+    read as markup (a schedule reads ``cron[hour='6']``); pass a ``Text`` to style one.
     """
-    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    rows = [[_cell(v) for v in row] for row in rows]
     shown = list(columns)
     left_out: list[str] = []
     for dropped in [None, *optional]:
@@ -139,6 +141,12 @@ def table(
     if left_out:
         t.caption = f"{', '.join(left_out)}: left out to fit the terminal; --json has them"
     return t
+
+
+def _cell(value: Any) -> Text:
+    if isinstance(value, Text):
+        return value
+    return Text("" if value is None else str(value))
 
 
 def fields(title: str, data: dict[str, Any]) -> Table:

@@ -21,6 +21,7 @@ import aiohttp
 
 from miri.domain.views import dashboard as views
 from miri.domain.views.orders import OrderItemView
+from miri.infra.hosts import HostRow
 from miri.server.presence import servers
 from miri.shop import Shop
 
@@ -130,6 +131,7 @@ class Snapshot:
     bus: dict[str, Any] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[JobRow] = field(default_factory=list)
+    hosts: list[HostRow] = field(default_factory=list)  # serving processes, on any machine
     health: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
     sqlite: dict[str, Any] = field(default_factory=dict)
@@ -239,6 +241,9 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
     async def jobs() -> None:
         snap.jobs = _jobs(shop, now)
 
+    async def hosts() -> None:
+        snap.hosts = await shop.hosts.live()
+
     parts: dict[str, Callable[[], Awaitable[None]]] = {
         "goods": goods,
         "orders": orders,
@@ -249,6 +254,7 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
         "redis": redis,
         "sqlite": sqlite,
         "jobs": jobs,
+        "hosts": hosts,
     }
     results = await asyncio.gather(*(fn() for fn in parts.values()), return_exceptions=True)
     for name, result in zip(parts, results, strict=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -267,8 +268,12 @@ class JobPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Run a job now", classes="dialog-title")
+            # Text, not markup: a schedule reads like "cron[hour='6', ...]".
             yield OptionList(
-                *(Option(f"[b]{n}[/]  {s}\n  [dim]{d}[/]", id=n) for n, s, d in self.jobs),
+                *(
+                    Option(Text.assemble((n, "bold"), f"  {s}\n  ", (d, "dim")), id=n)
+                    for n, s, d in self.jobs
+                ),
                 id="job-list",
             )
             yield Static("Enter runs the job; the bus is drained after it.", classes="dialog-note")

@@ -187,8 +187,9 @@ def job_cells(job: JobRow, zone: tzinfo, now: datetime, served: bool) -> tuple[A
 class JobsTable(TablePanel):
     """The scheduled jobs: next run, how long until it, the last result seen here.
 
-    Only a ``miri serve`` runs the schedule: with none on the data dir, the panel says so
-    instead of counting down to runs that will not happen.
+    Only a ``miri serve`` runs the schedule: with none on the data dir and no live host in the
+    shop's heartbeat table (hosts elsewhere on a shared database), the panel says so instead of
+    counting down to runs that will not happen.
     """
 
     TITLE = "Scheduled jobs"
@@ -201,7 +202,10 @@ class JobsTable(TablePanel):
     @property
     def served(self) -> bool:
         """Unknown yet counts as served: the panel says "no server" only once it knows."""
-        return self.servers is None or bool(self.servers)
+        if self.servers is None or self.servers:
+            return True
+        snap = self.snapshot
+        return snap is None or "hosts" in snap.errors or bool(snap.hosts)
 
     def subtitle(self, snap: Snapshot) -> str:
         if not self.served:

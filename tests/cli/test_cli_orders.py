@@ -126,6 +126,9 @@ def test_jobs_list_and_run_as_of(data_dir, sale):
     jobs = {j["name"]: j for j in json.loads(listed.output)}
     assert set(jobs) == {"shipping", "returns", "payment-expiry", "stock-sync"}
     assert "T06:00:00+09:00" in jobs["shipping"]["nextRun"]
+    # The table shows each schedule as it is (brackets and all), not read as markup.
+    table = miri(data_dir, "jobs", "list").output
+    assert all(job["schedule"] in table for job in jobs.values()), table
 
     placed = json.loads(place(data_dir, sale["goods"], "--json").output)
     item_id = placed["items"][0]["orderDetailId"]

@@ -20,6 +20,7 @@ import pytest
 from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, Static
 
 from miri.domain.events import Event
+from miri.infra.hosts import Hosts
 from miri.server.presence import presence_path, servers
 from miri.tui.bench import BenchScreen
 from miri.tui.data import Snapshot
@@ -179,6 +180,14 @@ async def test_jobs_say_when_no_server_runs_them(settings, clock):
             due = column(jobs, "in")
             assert due and all(d[0].isdigit() for d in due), due
             assert not jobs.border_subtitle
+        # No server here, but a host elsewhere on the shop's database beats: it runs them.
+        elsewhere = Hosts(app.shop.db, "elsewhere:1:abcdef")
+        await elsewhere.beat()
+        await app.refresh_all()
+        assert app.servers == [] and all(d[0].isdigit() for d in column(jobs, "in"))
+        await elsewhere.stopped()
+        await app.refresh_all()
+        assert set(column(jobs, "in")) == {"no server"}
 
 
 def test_stale_presence_of_a_dead_process_is_ignored(settings):
