@@ -186,6 +186,11 @@ class DashboardApp(App[None]):
         self.refresh_worker()
 
     # -- actions: helpers -----------------------------------------------------------------------
+    def notify(self, message: str, *, markup: bool = False, **kwargs: Any) -> None:
+        """As Textual's, but the message is text by default: it carries the shop's data (goods
+        names, errors), which may hold square brackets."""
+        super().notify(message, markup=markup, **kwargs)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.ADMIN_ACTIONS and len(self.screen_stack) > 1:
             return False  # a dialog is open: its keys are its own

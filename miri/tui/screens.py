@@ -97,9 +97,9 @@ class FormScreen(ModalScreen[Any]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.form_title, classes="dialog-title")
+            yield Label(Text(self.form_title), classes="dialog-title")  # may hold a goods name
             if self.note:
-                yield Static(self.note, classes="dialog-note")
+                yield Static(Text(self.note), classes="dialog-note")
             with VerticalScroll(classes="form-fields"):
                 for f in self.fields:
                     yield from f.widgets()
@@ -144,9 +144,9 @@ class FormScreen(ModalScreen[Any]):
             if name is None:
                 leftover.append(f"{key}: {message}")
             else:
-                self.query_one(f"#error-{name}", Static).update(message)
+                self.query_one(f"#error-{name}", Static).update(Text(message))
         text = "; ".join([general, *leftover]) if general or leftover else ""
-        self.query_one("#form-error", Static).update(text.strip("; "))
+        self.query_one("#form-error", Static).update(Text(text.strip("; ")))
 
     @on(Button.Pressed, "#ok")
     @on(Input.Submitted)
@@ -234,7 +234,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="dialog-note")
+            yield Static(Text(self.question), classes="dialog-note")  # may hold a goods name
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="warning", id="yes")
                 yield Button("No (n / Esc)", id="no")

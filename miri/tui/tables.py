@@ -58,7 +58,9 @@ class TablePanel(DataTable[Any]):
         selected = self.selected_key()
         self.clear()
         for key, cells in rows:
-            self.add_row(*cells, key=key)
+            # Plain strings as text: a DataTable reads them as markup, and a goods name may
+            # read "[Sale] Linen Shirt".
+            self.add_row(*(Text(c) if isinstance(c, str) else c for c in cells), key=key)
         if selected is not None:
             try:
                 self.move_cursor(row=self.get_row_index(selected), animate=False)

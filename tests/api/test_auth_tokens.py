@@ -276,7 +276,7 @@ async def test_missing_or_malformed_authorization(
     client: Any, shop: Any, method: str, path: str
 ) -> None:
     _, token = await add_user(shop)
-    before = (await shop.users.find(EMAIL))
+    before = await shop.users.find(EMAIL)
     body = {"address": "Changed 1", "currentPassword": PASSWORD, "newPassword": "new-Password9"}
     for headers in [
         {},

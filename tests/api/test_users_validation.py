@@ -259,7 +259,7 @@ async def test_login_wrong_types(client: Any, shop: Any) -> None:
 
 async def test_profile_patch_refused_changes_nothing(client: Any, shop: Any) -> None:
     user_id, token = await add_user(shop)
-    before = (await shop.users.profile(user_id))
+    before = await shop.users.profile(user_id)
     for body, fields in [
         ({"phoneNumber": "010-12-5678"}, ["phoneNumber"]),
         ({"address": "Seoul/1"}, ["address"]),
@@ -309,7 +309,7 @@ NOT_OBJECTS += [b"\xff\xfe{}", b"{'email': 'single quotes'}"]
 @pytest.mark.parametrize("method, path, auth", BODY_ROUTES)
 async def test_malformed_json(client: Any, shop: Any, method: str, path: str, auth: bool) -> None:
     user_id, token = await add_user(shop)
-    before = (await shop.users.profile(user_id))
+    before = await shop.users.profile(user_id)
     headers = {"Content-Type": "application/json", **(bearer(token) if auth else {})}
     for raw in NOT_OBJECTS:
         resp = await client.request(method, path, data=raw, headers=headers)

@@ -1,4 +1,5 @@
-"""Orders over HTTP: placing, the life of an item, cancel, return, idempotency, expiry."""
+"""Orders over HTTP, on SQLite and PostgreSQL: placing, the life of an item, cancel, return,
+idempotency, expiry."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.support.shop import add_user, bearer, make_settings
 ADDRESS = "Seoul Mapo 12"
 # These tests move the clock by days; tokens must outlive that.
 LONG_TOKENS = {"token_ttl": 30 * 24 * 3600}
+pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture

@@ -333,6 +333,28 @@ async def test_a_confirmation_shows_its_keys_and_enter_changes_nothing(settings,
         assert (await app.shop.goods.get(goods.goods_id)).reservation_start is not None
 
 
+async def test_the_shops_data_shows_as_text_not_markup(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop, name="[Sale] Tee", opens=clock.now() + timedelta(days=1))
+        await app.refresh_all()
+        await pilot.pause()
+        assert "[Sale] Tee" in screen_text(app)  # the goods table
+        table = app.query_one(GoodsTable)
+        table.move_cursor(row=table.get_row_index(str(goods.goods_id)))
+        await pilot.press("o")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.pause()
+        assert "Open the sale of [Sale] Tee now?" in screen_text(app)
+        await pilot.press("y")
+        await settle(pilot)
+        assert (await app.shop.goods.get(goods.goods_id)).reservation_start is None
+        await pilot.press("r")
+        assert isinstance(app.screen, FormScreen)
+        await pilot.pause()
+        assert "Restock [Sale] Tee" in screen_text(app)
+
+
 async def test_cancel_an_order_item(settings, clock):
     async with dashboard(settings, clock) as (app, pilot):
         assert app.shop is not None

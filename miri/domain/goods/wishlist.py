@@ -57,7 +57,7 @@ class WishlistService:
             wish_id, total = conn.execute(
                 "INSERT INTO wishlist (user_id, goods_id, quantity, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, goods_id) DO UPDATE"
-                " SET quantity = quantity + excluded.quantity, updated_at = excluded.updated_at"
+                " SET quantity = wishlist.quantity + excluded.quantity, updated_at = excluded.updated_at"
                 " RETURNING id, quantity",
                 (user_id, goods_id, quantity, now, now),
             ).fetchone()
