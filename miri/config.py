@@ -45,8 +45,11 @@ class Settings:
     verify_email_per_email: int = 5  # mails per email per window
     verify_email_per_client: int = 20  # mails per client address per window
     verify_email_window: int = 600  # seconds
-    login_failures_per_email: int = 5  # failed logins per email per window
+    login_failures_per_email: int = 5  # failed logins per (email, client address)
+    login_failures_per_client: int = 100  # failed logins per client address, any email
     login_failure_window: int = 900
+    # CIDRs of reverse proxies whose X-Forwarded-For names the client (comma-separated).
+    trusted_proxies: str = ""
     order_rate_per_buyer: int = 0  # orders per buyer per second; 0 = unlimited
     stock_sync_interval: float = 5.0
     payment_abandon_rate: float = 0.2
@@ -151,4 +154,10 @@ def load_settings(
         time_of_day(settings.daily_run_at)
     except ValueError as exc:
         raise SettingsError(f"daily_run_at: {exc}") from None
+    from miri.infra.proxies import parse_networks
+
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"trusted_proxies: {exc}") from None
     return settings

@@ -29,7 +29,18 @@ def _b64(segment: str) -> bytes:
 
 
 class InvalidToken(Exception):
-    """Malformed, wrongly signed, or expired."""
+    """Malformed, wrongly signed, or expired.
+
+    ``public`` is what a client may be told; the library's own message stays in ``str(exc)``.
+    """
+
+    def __init__(self, detail: str, public: str = "invalid token") -> None:
+        super().__init__(detail)
+        self.public = public
+
+
+def _expired() -> InvalidToken:
+    return InvalidToken("token expired", "invalid token: expired")
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class TokenService:
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at <= now:
-                raise InvalidToken("token expired")
+                raise _expired()
             return cached
         try:
             raw = self._verify_own(token)
@@ -85,11 +96,11 @@ class TokenService:
                 float(raw["iat"]),
                 float(raw["exp"]),
             )
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, UnicodeError) as exc:
             raise InvalidToken(str(exc)) from None
         # Expiry against the shop's clock, not the wall clock, so tests can move time.
         if claims.expires_at <= now:
-            raise InvalidToken("token expired")
+            raise _expired()
         self._cache[token] = claims
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

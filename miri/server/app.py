@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from miri import __version__
+from miri.infra.proxies import parse_networks
 from miri.server import middlewares
 from miri.server.api import MAX_BODY, Api, openapi, register
-from miri.server.keys import METRICS, OPENAPI, SHOP
+from miri.server.keys import METRICS, OPENAPI, PROXIES, SHOP
 from miri.server.routes import admin, goods, ops, orders, users, wishlist
 from miri.shop import Shop
 
@@ -24,6 +25,7 @@ def create_app(shop: Shop) -> web.Application:
     )
     app[SHOP] = shop
     app[METRICS] = shop.metrics
+    app[PROXIES] = parse_networks(shop.settings.trusted_proxies)
     tables = route_tables()
     register(app, tables)
     for method, path, handler in ops.PLAIN:

@@ -14,3 +14,5 @@ if TYPE_CHECKING:
 SHOP: web.AppKey[Shop] = web.AppKey("shop")
 METRICS = web.AppKey("metrics", ShopMetrics)
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+# Networks whose X-Forwarded-For is believed (MIRI_TRUSTED_PROXIES).
+PROXIES: web.AppKey[tuple[Any, ...]] = web.AppKey("trusted_proxies")

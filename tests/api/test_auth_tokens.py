@@ -109,7 +109,7 @@ async def test_expired_token(make_client: Any, clock: Any) -> None:
     clock.advance(seconds=119)
     assert (await me(client, token)).status == 200
     clock.advance(seconds=1)
-    await assert_401(await me(client, token))
+    assert (await assert_401(await me(client, token)))["msg"] == "invalid token: expired"
     await assert_401(await client.post("/api/auth/logout", headers=bearer(token)))
     # A fresh login works again.
     assert (await me(client, await token_of(client))).status == 200
@@ -244,10 +244,19 @@ async def test_forged_tokens_refused(client: Any, shop: Any, clock: Any) -> None
             {**claims, "sub": "admin"}, jwt_key(shop), algorithm="HS256"
         ),
     }
+    # Bytes that are not UTF-8 and JSON that is not JSON, under a valid-looking header.
+    bad_bytes = base64.urlsafe_b64encode(b"\xb7\xff\xfe").rstrip(b"=").decode()
+    forged["payload not utf-8"] = f"{head}.{bad_bytes}.{signature}"
+    forged["payload not utf-8, other header"] = f"{_b64({'alg': 'HS256'})}.{bad_bytes}.{signature}"
+    forged["header not utf-8"] = f"{bad_bytes}.{payload}.{signature}"
+    forged["bad base64"] = f"{head}.@@@.{signature}"
     for name, token in forged.items():
         resp = await me(client, token)
         assert resp.status == 401, (name, await resp.text())
-        assert (await resp.json())["error"] == "UNAUTHENTICATED", name
+        body = await resp.json()
+        assert body["error"] == "UNAUTHENTICATED", name
+        # Our words only: never a codec, parser or PyJWT message.
+        assert body["msg"] == "invalid token", (name, body["msg"])
     # The real token still works and is the buyer's.
     resp = await me(client, good)
     assert (await resp.json())["data"]["userId"] == user_id

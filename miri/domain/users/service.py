@@ -261,25 +261,39 @@ class UserService:
         )
 
     # -- sign-in ------------------------------------------------------------------------------
-    async def login(self, email: str, password: str) -> Login:
-        """Same answer for an unknown email and a wrong password, in about the same time."""
+    async def login(self, email: str, password: str, client: str = "unknown") -> Login:
+        """Same answer for an unknown email and a wrong password, in about the same time.
+
+        Failures count per email *and* client address (a guesser cannot lock the buyer out of
+        their own address) and per client address across emails (credential stuffing).
+        """
         try:
             email = rules.email(email)
         except ValueError:
             email = email.strip().lower()
         index = self._cipher.blind_index(email)
         s = self._settings
-        failures = f"login:{index.hex()}"
+        per_email = f"login:{index.hex()}:{client}"
+        per_client = f"login-client:{client}"
         # Count the attempt before checking the password (an atomic INCR), so concurrent guesses
-        # cannot all pass a check-then-count; a success clears the count below.
-        wait = await self._limiter.hit(failures, s.login_failures_per_email, s.login_failure_window)
-        if wait is not None:
-            raise RateLimited(wait, "too many failed logins; try again later")
+        # cannot all pass a check-then-count; a success takes its counts back below.
+        counted: list[str] = []
+        for key, limit in (
+            (per_email, s.login_failures_per_email),
+            (per_client, s.login_failures_per_client),
+        ):
+            wait = await self._limiter.hit(key, limit, s.login_failure_window)
+            if wait is not None:
+                for done in counted:  # refused before the password was tried: not a guess
+                    await self._limiter.undo(done)
+                raise RateLimited(wait, "too many failed logins; try again later")
+            counted.append(key)
         row = await self._db.read(lambda c: store.credentials(c, index))
         ok = await self._hasher.verify(password, row["password_hash"] if row else None)
         if row is None or not ok:
             raise Unauthenticated("wrong email or password")
-        await self._limiter.reset(failures)
+        await self._limiter.reset(per_email)
+        await self._limiter.undo(per_client)
         token, claims = self.tokens.issue(row["id"], row["role"])
         return Login(token, self.tokens.ttl, claims)
 
@@ -288,7 +302,8 @@ class UserService:
         try:
             claims = self.tokens.decode(token)
         except InvalidToken as exc:
-            raise Unauthenticated(f"invalid token: {exc}") from None
+            # Only our own words: library messages (codec errors, parser details) stay in here.
+            raise Unauthenticated(exc.public) from None
         denied, valid_after = await self._get(
             _deny_key(claims.jti), _valid_after_key(claims.user_id)
         )

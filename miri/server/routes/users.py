@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from miri.domain.users.service import Profile
+from miri.server import clients
 from miri.server.api import Api, ok
 from miri.server.keys import SHOP
 from miri.server.models import (
@@ -121,7 +122,7 @@ class MyPage(ProfileOut):
     errors=("EMAIL_TAKEN", "RATE_LIMITED", "UNAVAILABLE"),
 )
 async def verify_email(request: web.Request, body: VerifyEmailBody) -> web.Response:
-    await request.app[SHOP].users.request_verification(body.email, request.remote or "unknown")
+    await request.app[SHOP].users.request_verification(body.email, clients.of(request))
     return ok(None, msg="a verification token was mailed; it is valid for 30 minutes")
 
 
@@ -155,7 +156,7 @@ async def sign_up(request: web.Request, body: SignUpBody) -> web.Response:
     errors=("UNAUTHENTICATED", "RATE_LIMITED"),
 )
 async def login(request: web.Request, body: LoginBody) -> web.Response:
-    result = await request.app[SHOP].users.login(body.email, body.password)
+    result = await request.app[SHOP].users.login(body.email, body.password, clients.of(request))
     data = {
         "accessToken": result.access_token,
         "tokenType": "Bearer",
