@@ -37,6 +37,9 @@ ACCEPTED, SOLD_OUT, LIMIT, NOT_OPEN, RATE_LIMITED, ERROR = (
     "error",
 )
 OUTCOMES = (ACCEPTED, SOLD_OUT, LIMIT, NOT_OPEN, RATE_LIMITED, ERROR)
+# Latency of every answer together: what wrk reports (it cannot split latency by outcome).
+ALL = "all"
+LATENCY_CLASSES = (*OUTCOMES, ALL)
 HIST_MAX_US = 120_000_000  # 2 minutes
 MAX_ERRORS_PER_BUYER = 5  # a buyer who keeps failing gives up (bounded run)
 

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from miri.bench import engines, report, serving
+from miri.bench import engines, report, serving, wrk
 from miri.bench.client import (
     BareTarget,
     Buyer,
@@ -58,7 +58,7 @@ from miri.infra.processes import free_port
 from miri.shop import Shop, open_shop
 
 STRATEGIES = ("lua", "sqlite")
-CLIENTS = ("aiohttp", "raw")
+CLIENTS = ("aiohttp", "raw", "wrk")
 GOODS_PRICE = 1000
 
 
@@ -105,6 +105,17 @@ class BenchOptions:
             raise ValueError("--url and --in-process exclude each other")
         if self.url and self.compare:
             raise ValueError("--compare starts its own servers; leave out --url")
+        if self.client == "wrk":
+            if self.in_process:
+                raise ValueError("--client wrk drives a server over HTTP; leave out --in-process")
+            if self.rate:
+                raise ValueError(
+                    "--client wrk is a closed loop; use --client raw or aiohttp with --rate"
+                )
+            if self.hosts > 1:
+                raise ValueError("--client wrk drives one host; use --client raw with --hosts")
+        if self.concurrency > wrk.MAX_CONNECTIONS:
+            raise ValueError(f"concurrency is at most {wrk.MAX_CONNECTIONS:,}")
         if self.buyers < 1 or self.stock < 1 or self.concurrency < 1 or self.quantity < 1:
             raise ValueError("buyers, stock, concurrency and quantity must be positive")
         if self.runs < 1:
@@ -434,6 +445,12 @@ class _Progress:
         if self._bar is not None:
             self._bar.stop()
 
+    def show_stock(self, stock: int) -> None:
+        """wrk runs outside this process: the bar follows the live stock only."""
+        if self._bar is not None:
+            info = "wrk driving the sale" if stock else "sold out: telling the last buyers"
+            self._bar.update(self._task, completed=self._stock - stock, info=info)
+
     def update(self, result: LoadResult) -> None:
         if self._bar is None:
             return
@@ -534,6 +551,10 @@ async def one_run(
     if base_urls:
         assert people.seller_token is not None
         goods_id = await register_http(base_urls[0], people.seller_token, body)
+        if opts.client == "wrk":
+            return await one_wrk_run(
+                shop, opts, strategy, people, base_urls[0], goods_id, n, ui, server, opens_at
+            )
         kind = RawTarget if opts.client == "raw" else HttpTarget
         per_host = [kind(u, goods_id, opts.quantity, opts.concurrency) for u in base_urls]
         target: Any = per_host[0] if len(per_host) == 1 else SpreadTarget(per_host)
@@ -571,13 +592,74 @@ async def one_run(
     run = report.run_figures(
         result, checks, {"goods_id": goods_id, "strategy": strategy, "bus": bus}
     )
+    _say_run(ui, label, run, checks)
+    return run, dict(result.hist)
+
+
+async def one_wrk_run(
+    shop: Shop,
+    opts: BenchOptions,
+    strategy: str,
+    people: _People,
+    base_url: str,
+    goods_id: int,
+    n: int,
+    ui: Ui,
+    server: ServerCpu | None,
+    opens_at: datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One sale driven by wrk (one prepared request per buyer token), stopped once the live stock
+    says the sale is over; then the same drain and checks as the Python clients'."""
+    label = f"run {n}/{opts.runs} {strategy} (wrk)"
+    with _Progress(ui, label, opts.stock, len(people.buyers)) as bar:
+
+        async def read_stock() -> int | None:
+            stock = await shop.goods.live_stock(goods_id)
+            bar.show_stock(stock)
+            return stock
+
+        with tempfile.TemporaryDirectory(prefix="miri-wrk-") as tmp:
+            tokens = wrk.tokens_file([b.token for b in people.buyers], Path(tmp))
+            await asyncio.sleep(max(0.0, opens_at.timestamp() - time.time()) + 0.002)
+            watch = wrk.SaleWatch(read_stock, len(people.buyers))
+            cpu_before = server.seconds() if server else None
+            run = await wrk.run(
+                base_url + "/api/auth/orders",
+                wrk.ORDER_SCRIPT,
+                [str(tokens), str(goods_id), str(opts.quantity), "/api/auth/orders"],
+                connections=opts.concurrency,
+                seconds=opts.max_seconds,
+                stop_when=watch,
+            )
+            after = server.seconds() if server else None
+    run.stopped_by = watch.reason if run.stopped_by == "stop condition" else "time bound"
+    result = wrk.as_load_result(run, opts.quantity)
+    if cpu_before is not None and after is not None:
+        result.server_cpu_s = after - cpu_before
+    result.stock_samples = [(t - run.started, s) for t, s in watch.samples]
+    result.stock_samples.append((result.duration_s, await shop.goods.live_stock(goods_id)))
+    bus = await wait_for_bus(shop, opts.drain_timeout, own_dispatcher=False)
+
+    async def live() -> int:
+        return await shop.goods.live_stock(goods_id)
+
+    checks = await verify(shop, goods_id, opts, result, bus, live)
+    figures = report.run_figures(
+        result,
+        checks,
+        {"goods_id": goods_id, "strategy": strategy, "bus": bus, "client": "wrk"},
+    )
+    _say_run(ui, label, figures, checks)
+    return figures, dict(result.hist)
+
+
+def _say_run(ui: Ui, label: str, run: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     failed = [c["name"] for c in checks if not c["passed"]]
     ui.say(
         f"{label}: sold out in {run['sell_out_s']} s, {run['accepted_orders_per_s']:,} accepted"
         f" orders/s, {run['requests_per_s']:,} req/s"
         + (f" — [red]FAILED: {', '.join(failed)}[/]" if failed else " — checks pass")
     )
-    return run, dict(result.hist)
 
 
 def _seconds(value: float) -> Any:
@@ -586,13 +668,41 @@ def _seconds(value: float) -> Any:
     return timedelta(seconds=value)
 
 
+async def _bare_wrk(
+    base: str, people: _People, opts: BenchOptions, seconds: float, server: ServerCpu
+) -> LoadResult:
+    """The bare endpoint under the same wrk script and tokens as the sale, for ``seconds``."""
+    with tempfile.TemporaryDirectory(prefix="miri-wrk-") as tmp:
+        tokens = wrk.tokens_file([b.token for b in people.buyers], Path(tmp))
+        before = server.seconds()
+        run = await wrk.run(
+            base + "/order",
+            wrk.ORDER_SCRIPT,
+            [str(tokens), "1", str(opts.quantity), "/order"],
+            connections=opts.concurrency,
+            seconds=seconds,
+        )
+        after = server.seconds()
+    result = wrk.as_load_result(run, opts.quantity)
+    if before is not None and after is not None:
+        result.server_cpu_s = after - before
+    return result
+
+
 async def run_bare(
-    opts: BenchOptions, people: _People, requests: int, data_dir: Path, ui: Ui
+    opts: BenchOptions,
+    people: _People,
+    requests: int,
+    data_dir: Path,
+    ui: Ui,
+    seconds: float = 5.0,
 ) -> dict[str, Any]:
-    """The ceiling: the same client against ``python -m miri.bench.bare``."""
+    """The ceiling: the same client against ``python -m miri.bench.bare`` (``requests`` answers
+    for the Python clients, ``seconds`` of wrk)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    ui.say(f"starting the bare aiohttp endpoint on {base} ({requests:,} requests)")
+    amount = f"{seconds:.0f} s of wrk" if opts.client == "wrk" else f"{requests:,} requests"
+    ui.say(f"starting the bare aiohttp endpoint on {base} ({amount})")
     rates: list[float] = []
     cpu: list[float] = []
     server_us: list[float | None] = []
@@ -603,6 +713,12 @@ async def run_bare(
     ) as proc:
         server = ServerCpu(proc)
         for _ in range(opts.runs):
+            if opts.client == "wrk":
+                result = await _bare_wrk(base, people, opts, seconds, server)
+                rates.append(result.requests / result.duration_s)
+                cpu.append(result.cpu_s / result.duration_s)
+                server_us.append(report.server_cpu(result)["server_cpu_us_per_request"])
+                continue
             kind = RawBareTarget if opts.client == "raw" else BareTarget
             async with kind(base, opts.concurrency) as target:
                 before = server.seconds()
@@ -684,6 +800,10 @@ def open_engines(opts: BenchOptions, stack: contextlib.ExitStack, ui: Ui) -> Eng
 async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]:
     """Run the bench; returns everything ``--json`` writes."""
     ui = ui or Ui(progress=False)
+    if opts.client == "wrk":
+        wrk.wrk_path()  # WrkMissing says how to install it, before any set-up
+    # Every connection is a file on both ends; the servers started below inherit the limit.
+    wrk.raise_open_files(opts.concurrency)
     temp = opts.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="miri-bench-")) if temp else Path(opts.data_dir)
     strategies = list(STRATEGIES) if opts.compare else [opts.strategy]
@@ -706,7 +826,10 @@ async def flash_sale(opts: BenchOptions, ui: Ui | None = None) -> dict[str, Any]
         compare = None
         if opts.compare:
             lua_requests = sections["lua"]["run_details"][0]["requests"]
-            bare = await run_bare(opts, people, max(lua_requests, 10_000), data_dir, ui)
+            lua_seconds = sections["lua"]["run_details"][0]["duration_s"]
+            bare = await run_bare(
+                opts, people, max(lua_requests, 10_000), data_dir, ui, max(5.0, lua_seconds)
+            )
             sections["bare"] = bare
             compare = {}
             for name in strategies:

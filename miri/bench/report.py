@@ -19,7 +19,15 @@ from hdrh.histogram import HdrHistogram
 from rich.console import Group
 from rich.table import Table
 
-from miri.bench.client import ACCEPTED, OUTCOMES, SOLD_OUT, LoadResult, new_histogram
+from miri.bench.client import (
+    ACCEPTED,
+    ALL,
+    LATENCY_CLASSES,
+    OUTCOMES,
+    SOLD_OUT,
+    LoadResult,
+    new_histogram,
+)
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
 SECRET_SETTINGS = {"jwt_secret", "data_key", "smtp_password"}
@@ -49,6 +57,8 @@ SUMMARY_FIGURES = (
     "accepted_p99_ms",
     "accepted_max_ms",
     "sold_out_p99_ms",
+    "all_p50_ms",
+    "all_p99_ms",
     "client_cpu_share",
     "server_cpu_share",
     "server_cpu_us_per_request",
@@ -84,7 +94,7 @@ def run_figures(result: LoadResult, checks: list[dict[str, Any]], extra: dict[st
         row["requests"] = round(sum(bucket.values()) / width, 1)
         row.update({o: round(bucket.get(o, 0) / width, 1) for o in OUTCOMES})
         timeline.append(row)
-    latency = {o: latency_of(result.hist.get(o)) for o in OUTCOMES if o in result.hist}
+    latency = {o: latency_of(result.hist.get(o)) for o in LATENCY_CLASSES if o in result.hist}
     oversold = next((c["value"] for c in checks if c["name"] == "oversold"), None)
     return {
         "mode": result.mode,
@@ -129,6 +139,8 @@ def _flat(run: dict[str, Any]) -> dict[str, float | None]:
         "accepted_p99_ms": lat.get(ACCEPTED, {}).get("p99"),
         "accepted_max_ms": lat.get(ACCEPTED, {}).get("max"),
         "sold_out_p99_ms": lat.get(SOLD_OUT, {}).get("p99"),
+        "all_p50_ms": lat.get(ALL, {}).get("p50"),
+        "all_p99_ms": lat.get(ALL, {}).get("p99"),
         "client_cpu_share": run.get("client_cpu_share"),
         "server_cpu_share": run.get("server_cpu_share"),
         "server_cpu_us_per_request": run.get("server_cpu_us_per_request"),
@@ -188,7 +200,7 @@ def summarize(runs: list[dict[str, Any]], hists: list[dict[str, HdrHistogram]]) 
         "accepted_orders_per_s": figures["accepted_orders_per_s"]["median"],
         "requests_per_s": figures["requests_per_s"]["median"],
         "sell_out_s": figures["sell_out_s"]["median"],
-        "latency_ms": {o: latency_of(merged.get(o)) for o in OUTCOMES if o in merged},
+        "latency_ms": {o: latency_of(merged.get(o)) for o in LATENCY_CLASSES if o in merged},
         "status_counts": dict(sorted(status.items())),
         "checks": list(checks.values()),
         "figures": figures,
@@ -351,7 +363,7 @@ def tables(title: str, summary: dict[str, Any]) -> Group:
     )
     for col in ("outcome", "count", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="right" if col != "outcome" else "left")
-    for outcome in OUTCOMES:
+    for outcome in LATENCY_CLASSES:
         row = summary["latency_ms"].get(outcome)
         if not row:
             continue

@@ -19,7 +19,11 @@ def flash_sale(
     buyers: Annotated[int, typer.Option(help="Buyer accounts (made directly, no sign-up).")] = 5000,
     stock: Annotated[int, typer.Option(help="Units of the goods on sale.")] = 10000,
     concurrency: Annotated[
-        int, typer.Option(help="Keep-alive connections (closed loop: workers).")
+        int,
+        typer.Option(
+            help="Keep-alive connections (closed loop: workers), up to 5,000 (the open-files"
+            " limit is raised for the bench and the servers it starts)."
+        ),
     ] = 256,
     quantity: Annotated[int, typer.Option(help="Units per order.")] = 1,
     per_buyer_limit: Annotated[
@@ -64,8 +68,9 @@ def flash_sale(
     client: Annotated[
         str,
         typer.Option(
-            help="HTTP client: aiohttp, or raw (a minimal keep-alive client that leaves more "
-            "of a small machine to the server)."
+            help="HTTP client: aiohttp, raw (a minimal keep-alive client that leaves more "
+            "of a small machine to the server), or wrk (the C load generator, apt-get install -y"
+            " wrk: the truthful ceiling on a small machine)."
         ),
     ] = "aiohttp",
     server_workers: Annotated[
