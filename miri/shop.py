@@ -256,6 +256,7 @@ async def open_shop(
         if background:
             await goods_setup.check_before_serving(goods)  # before the first order is taken
             await bus.start()
+            stack.push_async_callback(_write_back_stock, shop)  # after the jobs stop, below
             beat = asyncio.create_task(shop.hosts.run(), name="miri-heartbeat")
             stack.push_async_callback(shop.hosts.stopped)
             stack.push_async_callback(_cancel, beat)
@@ -266,6 +267,15 @@ async def open_shop(
                 watch = asyncio.create_task(_watch_embedded_redis(shop))
                 stack.push_async_callback(_cancel, watch)
         yield shop
+
+
+async def _write_back_stock(shop: Shop) -> None:
+    """A stopping server writes live stock back once more (the dirty set is shared, so any host
+    may), so the database's figure is current even when the next start finds Redis empty."""
+    try:
+        await shop.goods.sync_stock()
+    except Exception:  # noqa: BLE001 - the start's stock check repairs what this misses
+        log.exception("stock write-back on shutdown failed")
 
 
 def _jobs_leadership(shop: Shop) -> Leadership:

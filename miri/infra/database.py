@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 
 from miri.config import Settings
-from miri.infra.sqlite import BACKGROUND, DatabaseUnavailable
+from miri.infra.writer import BACKGROUND, DatabaseUnavailable
 
 T = TypeVar("T")
 

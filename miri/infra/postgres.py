@@ -15,14 +15,11 @@ wake-ups, job leadership, migrations) lives beside this file in ``infra/``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -31,17 +28,10 @@ from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 
 from miri.infra.pg_schema import MIGRATIONS
-from miri.infra.sqlite import (
-    BACKGROUND,
-    MAX_BATCH,
-    DatabaseUnavailable,
-    _answer_all,
-    _Pending,
-)
+from miri.infra.writer import DatabaseUnavailable, GroupCommitDatabase, Pending, answer_all
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_STOP = object()
 MIGRATION_LOCK = 0x6D697269  # "miri": one host migrates at a time
 # Tables whose rows get an identity ``id``: an INSERT into them answers ``lastrowid``.
 _ID_TABLES = frozenset(
@@ -247,7 +237,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-class PgDatabase:
+class PgDatabase(GroupCommitDatabase):
     """PostgreSQL: ``write`` runs jobs batched in one writer thread, ``read`` in a pool."""
 
     engine = "postgresql"
@@ -256,62 +246,22 @@ class PgDatabase:
         self.url = url
         self.path = None  # no file: the dashboard shows the server instead
         self.schema_version = migrate(url) if migrate_schema else schema_version(url)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._handed = 0
-        self._handed_lock = threading.Lock()
-        self._taken = 0
-        self._in_batch = 0
         self._writer_conn = PgConnection(url)
         self._local = threading.local()
         self._reader_conns: list[PgConnection] = []
         self._conns_lock = threading.Lock()
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="miri-pg-reader")
-        self._writer = threading.Thread(target=self._write_loop, name="miri-pg-writer")
-        self._closed = False
-        self.batches = 0
-        self.jobs = 0
-        self._writer.start()
+        self._start(readers, "miri-pg")
 
     def describe(self) -> str:
         return redact(self.url)
 
-    # -- public -------------------------------------------------------------------------------
-    async def write(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(conn)`` inside the writer's next transaction; all-or-nothing for that job."""
-        if self._closed:
-            raise DatabaseUnavailable("the database is closed")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        pending = _Pending(fn, future, loop, 0 if BACKGROUND.get() else 1)
-        if pending.weight:
-            with self._handed_lock:
-                self._handed += 1
-        self._queue.put(pending)
-        return await future
-
-    @property
-    def backlog(self) -> int:
-        return self._handed - self._taken + self._in_batch
-
-    async def read(self, fn: Callable[[Any], T]) -> T:
-        if self._closed:
-            raise DatabaseUnavailable("the database is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run_read, fn)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
-        self._readers.shutdown(wait=True)
+    # -- the engine's part --------------------------------------------------------------------
+    def _close_connections(self) -> None:
         with self._conns_lock:
             for conn in self._reader_conns:
                 conn.close()
         self._writer_conn.close()
 
-    # -- threads ------------------------------------------------------------------------------
     def _run_read(self, fn: Callable[[Any], T]) -> T:
         conn: PgConnection | None = getattr(self._local, "conn", None)
         if conn is None or conn.raw.closed:
@@ -328,33 +278,8 @@ class PgDatabase:
             if conn.in_transaction:  # a read that failed half-way leaves nothing open
                 conn.raw.execute("ROLLBACK")
 
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            weight = sum(p.weight for p in batch)
-            self._in_batch = weight
-            self._taken += weight
-            try:
-                self._run_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - the writer thread must never die
-                log.exception("writer batch failed")
-                self._reset_writer()
-                error = DatabaseUnavailable(f"the write failed: {exc}")
-                _answer_all([(p, None, error) for p in batch])
-            self._in_batch = 0
+    def _after_failed_batch(self) -> None:
+        self._reset_writer()
 
     def _reset_writer(self) -> None:
         """After a lost connection, the next batch gets a fresh one."""
@@ -366,7 +291,7 @@ class PgDatabase:
         except (psycopg.Error, DatabaseUnavailable):
             log.warning("PostgreSQL writer connection still down")
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
+    def _run_batch(self, batch: list[Pending]) -> None:
         """One transaction for the batch; a job that fails after writing (or whose statement
         failed: PostgreSQL then refuses the rest) is undone alone by running the others again.
         Conflicts with other hosts' writers (deadlock, serialization) retry the whole batch."""
@@ -380,17 +305,17 @@ class PgDatabase:
                 if attempt == BATCH_TRIES - 1:
                     raise
 
-    def _run_once(self, batch: list[_Pending]) -> None:
+    def _run_once(self, batch: list[Pending]) -> None:
         conn = self._writer_conn
         if conn.raw.closed:
             self._reset_writer()
             conn = self._writer_conn
         todo = list(batch)
-        failed: list[tuple[_Pending, Any, BaseException | None]] = []
+        failed: list[tuple[Pending, Any, BaseException | None]] = []
         while True:
             conn.raw.execute("BEGIN")
-            done: list[tuple[_Pending, Any, BaseException | None]] = []
-            undo: _Pending | None = None
+            done: list[tuple[Pending, Any, BaseException | None]] = []
+            undo: Pending | None = None
             for pending in todo:
                 before = conn.total_changes
                 try:
@@ -422,7 +347,7 @@ class PgDatabase:
             done = [(p, None, err or error) for p, _, err in done]
         self.batches += 1
         self.jobs += len(batch)
-        _answer_all(failed + done)
+        answer_all(failed + done)
 
 
 def with_search_path(url: str, schema: str) -> str:

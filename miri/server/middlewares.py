@@ -18,7 +18,7 @@ from miri.domain.errors import (
     Unauthenticated,
 )
 from miri.domain.events import new_event_id
-from miri.infra.sqlite import DatabaseUnavailable
+from miri.infra.writer import DatabaseUnavailable
 from miri.server.api import fail, status_of
 from miri.server.keys import METRICS, SHOP
 

@@ -23,11 +23,11 @@ from miri.infra import keys
 from miri.infra.breakers import CircuitOpen
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher, sha256_hex
+from miri.infra.database import Database
 from miri.infra.mail import Mailer, MailUnavailable
 from miri.infra.passwords import PasswordHasher
 from miri.infra.ratelimit import RateLimiter
 from miri.infra.redis import BatchedGet
-from miri.infra.sqlite import Database
 from miri.infra.tokens import Claims, InvalidToken, TokenService
 
 VERIFICATION_TTL = 30 * 60

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from miri.infra.sqlite import Database
+from miri.infra.database import Database
 
 
 @dataclass(frozen=True)

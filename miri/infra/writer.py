@@ -1,0 +1,181 @@
+"""The group-commit writer both SQL engines share: one writer thread, one transaction per batch.
+
+A statement-per-call async driver costs two thread hops per statement and caps the shop at a few
+thousand orders per second (DESIGN.md). Here every write is a plain function of a connection. The
+writer thread drains everything queued, runs the jobs in one transaction, commits once, then
+answers every waiting coroutine. How a batch runs (locks, retries, undoing one failed job) is the
+engine's: ``GroupCommitDatabase._run_batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_BATCH = 512
+_STOP = object()
+# Set in background work (the bus's dispatcher and its deliveries): their writes do not count in
+# ``backlog``, the figure background work uses to yield to requests; counted, they would make the
+# bus yield to its own writes while it drains.
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("miri_background", default=False)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not complete the work (disk full, locked too long, closed, gone)."""
+
+
+class Pending:
+    """One job waiting for the writer, and the coroutine waiting for its answer."""
+
+    __slots__ = ("fn", "future", "loop", "weight")
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        future: asyncio.Future,
+        loop: asyncio.AbstractEventLoop,
+        weight: int,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+        self.weight = weight  # 1 for a request's job, 0 for background work (see BACKGROUND)
+
+
+Answer = tuple[Pending, Any, BaseException | None]
+
+
+def answer_all(answers: list[Answer]) -> None:
+    """One wake-up per event loop per batch, not one per job: every wake-up costs the writer
+    a self-pipe write and the loop a turn holding the GIL the writer is waiting for."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any, Any]]] = {}
+    for pending, result, error in answers:
+        by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_many, items)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle_many(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class GroupCommitDatabase:
+    """``write`` runs jobs batched in one writer thread, ``read`` in a small reader pool.
+
+    An engine subclasses it with ``_run_batch`` (one transaction for the batch, answering every
+    job), ``_run_read``, ``_after_failed_batch`` and ``_close_connections``, and calls
+    ``_start`` last in its ``__init__``.
+    """
+
+    engine = ""
+
+    def _start(self, readers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._handed = 0  # foreground jobs put on the queue (by any thread's event loop) ...
+        self._handed_lock = threading.Lock()
+        self._taken = 0  # ... and those the writer took off it (the writer alone adds here)
+        self._in_batch = 0
+        self._closed = False
+        self.batches = 0
+        self.jobs = 0
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
+        self._writer = threading.Thread(target=self._write_loop, name=f"{name}-writer")
+        self._writer.start()
+
+    # -- public -------------------------------------------------------------------------------
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` inside the writer's next transaction; all-or-nothing for that job."""
+        if self._closed:
+            raise DatabaseUnavailable("the database is closed")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        pending = Pending(fn, future, loop, 0 if BACKGROUND.get() else 1)
+        if pending.weight:
+            # Loops in several threads may write (the CLI, tests): a lost increment would
+            # skew the backlog for good, and the bus would keep yielding to nobody.
+            with self._handed_lock:
+                self._handed += 1
+        self._queue.put(pending)
+        return await future
+
+    @property
+    def backlog(self) -> int:
+        """Requests whose writes are queued or being written (how busy the writer is with
+        foreground work; background writes are not counted)."""
+        return self._handed - self._taken + self._in_batch
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` on a read-only connection in the reader pool."""
+        if self._closed:
+            raise DatabaseUnavailable("the database is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        self._readers.shutdown(wait=True)
+        self._close_connections()
+
+    # -- the engine's part --------------------------------------------------------------------
+    def _run_batch(self, batch: list[Pending]) -> None:
+        raise NotImplementedError
+
+    def _run_read(self, fn: Callable[[Any], T]) -> T:
+        raise NotImplementedError
+
+    def _after_failed_batch(self) -> None:
+        """Leave the writer's connection ready for the next batch."""
+
+    def _close_connections(self) -> None:
+        raise NotImplementedError
+
+    # -- the writer thread --------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            weight = sum(p.weight for p in batch)
+            self._in_batch = weight
+            self._taken += weight
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - the writer thread must never die
+                log.exception("writer batch failed")
+                self._after_failed_batch()
+                error = DatabaseUnavailable(f"the write failed: {exc}")
+                answer_all([(p, None, error) for p in batch])
+            self._in_batch = 0
