@@ -267,10 +267,11 @@ def _parse(totals: str, logs: list[str], result: WrkResult) -> None:
     if quantiles and answers:
         share, extra = divmod(answers, len(quantiles))
         counts = [share + (1 if i < extra else 0) for i in range(len(quantiles))]
+        last = max(i for i, n in enumerate(counts) if n)
         if top:  # the slowest answer is one of the last quantile's
+            counts[last] -= 1
             quantiles.append(top)
             counts.append(1)
-            counts[-2] -= 1
         for value, n in zip(quantiles, counts, strict=True):
             if n > 0:
                 hist.record_value(min(value, 120_000_000), n)

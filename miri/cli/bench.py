@@ -163,3 +163,63 @@ def flash_sale(
     if not out["passed"]:
         err_console.print("[red]a correctness check failed[/]")
         raise typer.Exit(1)
+
+
+@app.command("reads")
+def reads(
+    seconds: Annotated[float, typer.Option(help="Seconds of wrk per path.")] = 10.0,
+    concurrency: Annotated[int, typer.Option(help="wrk connections (up to 5,000).")] = 256,
+    threads: Annotated[int, typer.Option(help="wrk threads.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=16, help="`miri serve --workers N`.")
+    ] = None,
+    goods: Annotated[int, typer.Option(help="Goods in the catalogue (one is on sale).")] = 30,
+    warmup: Annotated[float, typer.Option(help="Seconds of the mix before measuring.")] = 2.0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data dir (default: a fresh temporary one).")
+    ] = None,
+    keep_data: Annotated[bool, typer.Option(help="Keep the temporary data dir.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure here.")
+    ] = None,
+) -> None:
+    """The read side of an opening (live stock, goods page, listing page, a mix), each driven by
+    wrk and given as a share of a bare aiohttp GET measured by the same wrk in the same run, with
+    the server's CPU per request.
+
+    Example: miri bench reads --seconds 10 --concurrency 256 --json reads.json
+    """
+    from miri.bench.reads import ReadsOptions, bench_reads, table
+
+    try:
+        opts = ReadsOptions(
+            seconds=seconds,
+            concurrency=concurrency,
+            threads=threads,
+            workers=workers,
+            goods=goods,
+            warmup=warmup,
+            data_dir=data_dir,
+            keep_data=keep_data,
+        )
+    except ValueError as exc:
+        err_console.print(f"[red]bad options:[/] {exc}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=logging.WARNING)
+
+    class _Say:
+        def say(self, text: str) -> None:
+            console.print(text)
+
+    try:
+        out = run_fast(bench_reads(opts, _Say()))
+    except RuntimeError as exc:
+        err_console.print(f"[red]bench failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(table(out))
+    if json_path is not None:
+        json_path.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+        console.print(f"figures written to {json_path}")
+    if not out["passed"]:
+        err_console.print("[red]some reads were answered with errors (see non-2xx)[/]")
+        raise typer.Exit(1)

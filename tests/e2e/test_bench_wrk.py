@@ -105,3 +105,39 @@ def test_open_files_limit_is_raised_for_many_connections() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= needed
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@needs_wrk
+@pytest.mark.timeout(180)
+def test_bench_reads_gives_every_path_against_bare_get(tmp_path: Path) -> None:
+    out_path = tmp_path / "reads.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "reads",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "16",
+            "--goods",
+            "12",
+            "--json",
+            str(out_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "reads at an opening" in result.output
+    out = json.loads(out_path.read_text())
+    assert [r["path"] for r in out["rows"]] == ["live stock", "goods page", "listing page", "mix"]
+    assert out["passed"]
+    assert len(out["rows"][3]["paths"]) == 3  # the mix reads all three
+    for row in [out["bare"], *out["rows"]]:
+        assert row["requests"] > 0
+        assert row["non_2xx"] == 0 and row["socket_errors"] == 0, row["status_counts"]
+        assert row["server_cpu_us_per_request"] > 0
+        assert row["bare_ratio"] > 0
+        assert row["latency_ms"]["count"] == row["requests"]
+    assert out["bare"]["bare_ratio"] == 1.0
