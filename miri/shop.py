@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from miri.domain.orders import setup as orders_setup
 from miri.domain.orders.setup import Orders
 from miri.domain.payments import setup as payments_setup
 from miri.domain.payments.service import PaymentService
+from miri.domain.queue import setup as queue_setup
+from miri.domain.queue.service import QueueService
 from miri.domain.users.service import UserService
 from miri.domain.views.orders import OrderViews
 from miri.infra import secrets
@@ -129,6 +132,7 @@ class Shop:
     orders: Orders  # placing, changes, payment outcomes, the lifecycle runs
     order_views: OrderViews  # order items with goods and payment statuses (reads only)
     payments: PaymentService
+    queue: QueueService  # waiting rooms: tickets, admission, passes
     jobs: Jobs  # the scheduled runs (shipping, returns, payment expiry, stock write-back)
     hosts: Hosts  # this process's heartbeat, and the other processes serving the shop
 
@@ -169,6 +173,7 @@ async def open_shop(
     clock: Clock | None = None,
     mailer: Mailer | None = None,
     background: bool = False,
+    rng: random.Random | None = None,
 ) -> AsyncIterator[Shop]:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +219,15 @@ async def open_shop(
             seller_name=seller_name,
             stack=stack,
         )
+        queue = queue_setup.build(
+            db=db,
+            redis=redis.client,
+            clock=clock,
+            live_stock=goods.live_stock,
+            metrics=metrics,
+            rng=rng,
+        )
+        stack.push_async_callback(queue.close)
         orders = orders_setup.build(
             db=db,
             redis=redis.client,
@@ -224,6 +238,7 @@ async def open_shop(
             clock=clock,
             metrics=metrics,
             payment_timeout=settings.payment_timeout,
+            gate=queue,
         )
         payments = payments_setup.build(
             db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics, settings=settings
@@ -249,12 +264,14 @@ async def open_shop(
             orders=orders,
             order_views=OrderViews(db=db, zone=ZoneInfo(settings.timezone)),
             payments=payments,
+            queue=queue,
             jobs=scheduled_jobs(settings, orders, goods, hosts.record_run),
             hosts=hosts,
         )
         # -- background work, server only --
         if background:
             await goods_setup.check_before_serving(goods)  # before the first order is taken
+            await queue_setup.check_before_serving(queue)
             await bus.start()
             stack.push_async_callback(_write_back_stock, shop)  # after the jobs stop, below
             beat = asyncio.create_task(shop.hosts.run(), name="miri-heartbeat")
@@ -281,12 +298,16 @@ async def _write_back_stock(shop: Shop) -> None:
 def _jobs_leadership(shop: Shop) -> Leadership:
     """The scheduled jobs run in one process per shop: whichever holds the jobs lease."""
 
+    admissions = queue_setup.Admissions(shop.queue)  # the waiting rooms' one admission ticker
+
     def start() -> None:
         shop.hosts.leader = True
         shop.jobs.start()
+        admissions.start()
 
     async def stop() -> None:
         shop.hosts.leader = False
+        await admissions.stop()
         await shop.jobs.stop()
 
     lease = lease_for(shop.settings.database_url, shop.settings.data_dir)
@@ -304,6 +325,7 @@ async def _watch_embedded_redis(shop: Shop, every: float = 1.0) -> None:
         try:
             if await revive_embedded(shop.redis, shop.settings):
                 report = await shop.goods.startup_check()
+                await shop.queue.restore()
                 log.warning("embedded Redis started again; stock check: %s", report.to_dict())
         except Exception:  # noqa: BLE001 - try again at the next look
             log.exception("could not bring the embedded Redis back yet")

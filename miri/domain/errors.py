@@ -55,6 +55,11 @@ class LimitExceeded(ShopError):
     message = "the per-buyer limit for these goods would be exceeded"
 
 
+class QueuePassRequired(ShopError):
+    code = "QUEUE_PASS_REQUIRED"
+    message = "these goods are behind a waiting room: order with your own valid queue pass"
+
+
 class EmailTaken(ShopError):
     code = "EMAIL_TAKEN"
     message = "an account with this email already exists"

@@ -40,3 +40,37 @@ def tokens_valid_after(user_id: int) -> str:
 def idempotency_lock(user_id: int, key: str) -> str:
     """Held while one request with this Idempotency-Key is in flight."""
     return f"miri:idem:{user_id}:{key}"
+
+
+# -- the waiting room: per goods, a room hash, the pre-queue, the line, tickets and passes ------
+QUEUE_PREFIX = "miri:queue:"
+QUEUE_ROOMS = "miri:queue:rooms"  # goods ids that have a waiting room (a set)
+
+
+def queue_room(goods_id: int) -> str:
+    """Rate, pass length, counters (tail, head, used, expired), opened and sold-out marks."""
+    return f"{QUEUE_PREFIX}{goods_id}"
+
+
+def queue_pre(goods_id: int) -> str:
+    """Buyers who joined before the opening, in arrival order (a list; shuffled at the opening)."""
+    return f"{QUEUE_PREFIX}{goods_id}:pre"
+
+
+def queue_line(goods_id: int) -> str:
+    """Buyers waiting for admission, front first (a list)."""
+    return f"{QUEUE_PREFIX}{goods_id}:line"
+
+
+def queue_passes(goods_id: int) -> str:
+    """Buyer -> when their unused pass runs out (a sorted set)."""
+    return f"{QUEUE_PREFIX}{goods_id}:passes"
+
+
+def queue_ticket_prefix(goods_id: int) -> str:
+    return f"{QUEUE_PREFIX}{goods_id}:t:"
+
+
+def queue_ticket(goods_id: int, user_id: int) -> str:
+    """One buyer's ticket for one goods (a hash): state, rank in line, pass and its expiry."""
+    return f"{queue_ticket_prefix(goods_id)}{user_id}"

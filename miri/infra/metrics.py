@@ -39,6 +39,18 @@ class ShopMetrics:
         self.stock = Gauge("miri_stock", "Live stock per goods", ["goods_id"], registry=r)
         self.bus_pending = Gauge("miri_bus_pending", "Undelivered bus deliveries", registry=r)
         self.bus_dead = Gauge("miri_bus_dead_letters", "Dead-lettered deliveries", registry=r)
+        self.queue_tickets = Gauge(
+            "miri_queue_tickets", "Waiting-room tickets by state", ["goods_id", "state"], registry=r
+        )
+        self.queue_admitted = Counter(
+            "miri_queue_admitted", "Buyers admitted from a waiting room", ["goods_id"], registry=r
+        )
+        self.queue_pass_refusals = Counter(
+            "miri_queue_pass_refusals",
+            "Orders refused for want of a valid queue pass, by reason",
+            ["reason"],
+            registry=r,
+        )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def http(self, method: str, route: str, status: int, seconds: float) -> None:

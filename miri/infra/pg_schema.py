@@ -183,4 +183,14 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
         FOR EACH STATEMENT EXECUTE FUNCTION miri_outbox_notify();
     """,
+    # 3: the waiting room's settings per goods (queue module); its line lives in Redis.
+    """
+    CREATE TABLE waiting_rooms (
+        goods_id BIGINT PRIMARY KEY REFERENCES goods (id),
+        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        admit_per_second INTEGER NOT NULL CHECK (admit_per_second > 0),
+        pass_seconds INTEGER NOT NULL CHECK (pass_seconds > 0),
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]

@@ -190,4 +190,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX job_runs_name ON job_runs (name, started_at)
     """,
+    # 4: the waiting room's settings per goods (queue module). Its line, tickets and passes
+    # live in Redis; these rows let a Redis that lost them put each room back.
+    """
+    CREATE TABLE waiting_rooms (
+        goods_id INTEGER PRIMARY KEY REFERENCES goods (id),
+        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        admit_per_second INTEGER NOT NULL CHECK (admit_per_second > 0),
+        pass_seconds INTEGER NOT NULL CHECK (pass_seconds > 0),
+        updated_at REAL NOT NULL
+    )
+    """,
 ]

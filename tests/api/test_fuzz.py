@@ -31,9 +31,21 @@ def test_schemathesis_all_checks_pass() -> None:
     # operation can still be listed as answering only 401/403 when the time limit left it a
     # handful of cases (the coverage phase sends its "no token" variants first); broken auth
     # would list nearly all of the 21 protected operations.
-    assert "27/27" in result.stdout, report
+    operations, guarded = _operations()
+    assert f"{operations}/{operations}" in result.stdout, report
     warnings = result.stdout.partition("Authentication failed")[2].partition("💡")[0]
     protected = [
         line for line in warnings.splitlines() if "/api/auth/" in line or "/api/admin/" in line
     ]
-    assert len(protected) <= 3, report
+    assert len(protected) <= max(3, guarded // 5), report
+
+
+def _operations() -> tuple[int, int]:
+    """How many operations the OpenAPI document lists, and how many of them need a token."""
+    from miri.server.api import openapi
+    from miri.server.app import route_tables
+
+    paths = openapi(route_tables(), "0")["paths"]
+    ops = [(path, m) for path, methods in paths.items() for m in methods]
+    guarded = [p for p, _ in ops if p.startswith(("/api/auth/", "/api/admin/"))]
+    return len(ops), len(guarded)

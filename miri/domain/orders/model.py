@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 PAYMENT_PENDING = "PAYMENT_PENDING"
 
@@ -58,6 +58,16 @@ class Stock(Protocol):
     ) -> Mapping[int, Priced]: ...
 
     async def release(self, user_id: int, goods_id: int, quantity: int) -> None: ...
+
+
+class Gate(Protocol):
+    """The waiting room's check on the order path: use the buyer's passes before reserving."""
+
+    async def use_passes(
+        self, user_id: int, goods_ids: Sequence[int], tokens: Sequence[str]
+    ) -> Any: ...
+
+    async def give_back(self, use: Any, *, sold_out: bool) -> None: ...
 
 
 class Wish(Protocol):

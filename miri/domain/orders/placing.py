@@ -9,6 +9,8 @@ reservation is given back before the error is raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +21,14 @@ from miri.domain.events import OrderedItem, OrderPlaced
 from miri.domain.goods import wishlist_store
 from miri.domain.orders import store
 from miri.domain.orders.idempotency import IdempotencyKeys, KeyTaken
-from miri.domain.orders.model import Idempotency, OrderLine, PlacedOrder, Stock, Wishlist
+from miri.domain.orders.model import Gate, Idempotency, OrderLine, PlacedOrder, Stock, Wishlist
 from miri.infra.bus import Bus
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher
 from miri.infra.database import Database
 from miri.infra.metrics import ShopMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class _Order:
     address: str
     idempotency: Idempotency | None
     wish_ids: list[int] | None = None
+    passes: tuple[str, ...] = ()  # X-Queue-Pass tokens, for goods behind a waiting room
 
 
 def take_wishes(conn: sqlite3.Connection, user_id: int, wish_ids: Sequence[int]) -> None:
@@ -57,8 +62,10 @@ class Placing:
         cipher: FieldCipher,
         clock: Clock,
         metrics: ShopMetrics,
+        gate: Gate | None = None,
     ) -> None:
         self._db = db
+        self._gate = gate
         self._bus = bus
         self._stock = stock
         self._wishlist = wishlist
@@ -74,8 +81,10 @@ class Placing:
         quantity: int,
         address: str,
         idempotency: Idempotency | None = None,
+        passes: Sequence[str] = (),
     ) -> PlacedOrder:
-        return await self._place(_Order(user_id, [(goods_id, quantity)], address, idempotency))
+        items = [(goods_id, quantity)]
+        return await self._place(_Order(user_id, items, address, idempotency, None, tuple(passes)))
 
     async def place_from_wishlist(
         self,
@@ -83,12 +92,13 @@ class Placing:
         wish_ids: Sequence[int],
         address: str,
         idempotency: Idempotency | None = None,
+        passes: Sequence[str] = (),
     ) -> PlacedOrder:
         """All entries or none; the ordered entries leave the wishlist in the same commit."""
         ids = list(dict.fromkeys(wish_ids))
         entries = await self._wishlist.entries(user_id, ids)
         items = [(e.goods_id, e.quantity) for e in entries]
-        return await self._place(_Order(user_id, items, address, idempotency, ids))
+        return await self._place(_Order(user_id, items, address, idempotency, ids, tuple(passes)))
 
     async def _place(self, order: _Order) -> PlacedOrder:
         if order.idempotency is None:
@@ -104,12 +114,18 @@ class Placing:
 
     async def _place_now(self, order: _Order) -> PlacedOrder:
         user_id, items, idem = order.user_id, order.items, order.idempotency
+        # Goods behind a waiting room: the buyer's pass is used before anything is reserved.
+        used = None
+        if self._gate is not None:
+            used = await self._gate.use_passes(user_id, [g for g, _ in items], order.passes)
         try:
             catalogue = await self._stock.reserve_many(user_id, items)
-        except ShopError as exc:
+        except BaseException as exc:
+            if used is not None:
+                await self._give_back(used, sold_out=isinstance(exc, errors.SoldOut))
             if isinstance(exc, errors.SoldOut):
                 self._metrics.sold_out.inc()
-            if idem is not None:
+            if idem is not None and isinstance(exc, ShopError):
                 await self._keys.remember_refusal(user_id, idem, exc)
             raise
         now = self._clock.timestamp()
@@ -145,6 +161,8 @@ class Placing:
             # Nothing was stored, so nothing may stay reserved.
             for goods_id, quantity in items:
                 await self._stock.release(user_id, goods_id, quantity)
+            if used is not None:
+                await self._give_back(used, sold_out=False)
             if isinstance(exc, KeyTaken) and idem is not None:
                 replay = await self._keys.replay(user_id, idem)
                 if replay is not None:
@@ -154,3 +172,11 @@ class Placing:
         self._metrics.orders_placed.inc()
         self._metrics.order_items.inc(len(items))
         return placed
+
+    async def _give_back(self, used: object, *, sold_out: bool) -> None:
+        """A refused order does not cost the buyer their pass (unless the goods are gone)."""
+        assert self._gate is not None
+        with contextlib.suppress(Exception):
+            await self._gate.give_back(used, sold_out=sold_out)
+            return
+        log.warning("could not give back a queue pass of user %s", getattr(used, "user_id", "?"))

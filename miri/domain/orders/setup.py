@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from miri.domain.orders.changes import Changes
 from miri.domain.orders.idempotency import IdempotencyKeys
 from miri.domain.orders.lifecycle import Lifecycle
-from miri.domain.orders.model import Stock, Wishlist
+from miri.domain.orders.model import Gate, Stock, Wishlist
 from miri.domain.orders.outcomes import PaymentOutcomes
 from miri.domain.orders.placing import Placing
 from miri.infra.bus import Bus
@@ -38,6 +38,7 @@ def build(
     clock: Clock,
     metrics: ShopMetrics,
     payment_timeout: int,
+    gate: Gate | None = None,
 ) -> Orders:
     keys = IdempotencyKeys(db=db, redis=redis, clock=clock)
     return Orders(
@@ -50,6 +51,7 @@ def build(
             cipher=cipher,
             clock=clock,
             metrics=metrics,
+            gate=gate,
         ),
         changes=Changes(db=db, bus=bus, stock=stock, clock=clock),
         outcomes=PaymentOutcomes(db=db, bus=bus, stock=stock, clock=clock),

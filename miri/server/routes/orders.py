@@ -26,6 +26,7 @@ from miri.server.models import (
     order_out,
     page_out,
 )
+from miri.server.routes.queue import queue_passes
 
 api = Api("orders")
 # What placing an order can answer besides 201, for both ways of placing one.
@@ -34,6 +35,7 @@ PLACING_ERRORS = (
     "SALE_NOT_OPEN",
     "LIMIT_EXCEEDED",
     "NOT_FOUND",
+    "QUEUE_PASS_REQUIRED",
     "IDEMPOTENCY_CONFLICT",
     "RATE_LIMITED",
     "UNAVAILABLE",
@@ -100,6 +102,7 @@ async def place_order(request: web.Request, body: OrderBody) -> web.Response:
         body.quantity,
         body.address,
         idempotency(request, body),
+        queue_passes(request),
     )
     return ok(order_out(order), status=201, msg="order placed; payment follows")
 
@@ -116,7 +119,11 @@ async def place_order(request: web.Request, body: OrderBody) -> web.Response:
 async def place_wishlist_order(request: web.Request, body: WishlistOrderBody) -> web.Response:
     await _order_rate(request)
     order = await request.app[SHOP].orders.placing.place_from_wishlist(
-        request["claims"].user_id, body.wishListIds, body.address, idempotency(request, body)
+        request["claims"].user_id,
+        body.wishListIds,
+        body.address,
+        idempotency(request, body),
+        queue_passes(request),
     )
     return ok(order_out(order), status=201, msg="order placed; payment follows")
 
