@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miri.config import Settings
+from miri.infra.metrics import MULTIPROC_ENV, multiproc_dir
 from miri.infra.processes import free_port
 
 log = logging.getLogger("miri.server")
@@ -91,8 +93,10 @@ def supervise(
     if settings.redis_replica:
         base.append("--redis-replica")
     pool = []
+    # One metrics directory for all workers: /metrics on any of them sums them all.
+    metrics = multiproc_dir(settings.data_dir, os.getpid())
     for index in range(workers):
-        env = {**os.environ, "MIRI_WORKER_INDEX": str(index)}
+        env = {**os.environ, "MIRI_WORKER_INDEX": str(index), MULTIPROC_ENV: str(metrics)}
         pool.append(Worker(index, [*base, "--reuse-port"], env))
 
     stopping = False
@@ -111,6 +115,7 @@ def supervise(
         if not w.wait_ready():
             log.error("worker %d did not start", w.index)
             stop(signal.SIGTERM, None)
+            shutil.rmtree(metrics, ignore_errors=True)
             return 1
     url = f"http://{settings.host}:{port}"
     ready(url)
@@ -141,4 +146,5 @@ def supervise(
                     w.proc.kill()
         if context is not None:
             context.__exit__(None, None, None)  # type: ignore[attr-defined]
+        shutil.rmtree(metrics, ignore_errors=True)
     return 0
