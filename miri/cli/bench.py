@@ -26,6 +26,19 @@ def flash_sale(
         ),
     ] = 256,
     quantity: Annotated[int, typer.Option(help="Units per order.")] = 1,
+    waiting_room: Annotated[
+        bool,
+        typer.Option(
+            "--waiting-room",
+            help="The sale behind a waiting room and the bare sale, side by side in one run.",
+        ),
+    ] = False,
+    admit_rate: Annotated[
+        int, typer.Option(help="--waiting-room: buyers admitted per second.")
+    ] = 200,
+    early_share: Annotated[
+        float, typer.Option(help="--waiting-room: share of buyers arriving before the opening.")
+    ] = 0.5,
     per_buyer_limit: Annotated[
         int | None, typer.Option(help="Cap per buyer on these goods.")
     ] = None,
@@ -106,6 +119,23 @@ def flash_sale(
     Several hosts: miri bench flash-sale --database-url postgresql://postgres@127.0.0.1/test
     --hosts 2
     """
+    if waiting_room:
+        from miri.cli.bench_room import run_room_bench
+
+        early = round(buyers * early_share)
+        run_room_bench(
+            early=early,
+            late=buyers - early,
+            stock=stock,
+            admit_rate=admit_rate,
+            opens_in=opens_in,
+            server_workers=server_workers,
+            data_dir=data_dir,
+            keep_data=keep_data,
+            max_seconds=max_seconds,
+            json_path=json_path,
+        )
+        return
     from miri.bench import report
     from miri.bench.flash_sale import BenchOptions, Ui
     from miri.bench.flash_sale import flash_sale as run_bench

@@ -133,8 +133,10 @@ class TicketRecord:
 
     def still_waiting(self, room: RoomFigures) -> bool:
         """Whether this copy still tells the truth given newer room figures (no re-read needed)."""
-        if self.state != WAITING or room.sold_out:
+        if self.state != WAITING:
             return False
+        if room.sold_out:  # shown SOLD_OUT whatever else changed: no need to read it again
+            return True
         if self.rank == 0:
             return not room.shuffled
         return self.rank > room.head

@@ -1,0 +1,400 @@
+"""``miri bench flash-sale --waiting-room``: the same sale behind a waiting room, and without one.
+
+One ``miri serve`` (its leader runs the admissions), two goods with the same stock in the same
+run:
+
+- the room sale: ``early`` buyers arrive spread over the ``opens_in`` seconds before the opening,
+  ``late`` buyers over ``late_over`` seconds after it. Each joins (POST .../queue), waits on the
+  ticket stream (SSE) and, once admitted, orders once with its pass (``X-Queue-Pass``); a ticket
+  told ``SOLD_OUT`` stops waiting.
+- the bare sale: the same buyers all hit ``POST /api/auth/orders`` from just before the opening
+  until each gets a 201 or a ``SOLD_OUT``, as buyers do today (``SALE_NOT_OPEN``: again).
+
+Figures: units sold and oversold (SQLite and live stock against the goods' total), the order
+path's latency (p50, p99, and the worst p99 of any second of the sale: flat means the room
+protected it), buyers served from the pre-queue vs late, the rank correlation between arrival and
+admission (the place in line is the admission order) for the pre-queue (~0: shuffled) and for
+later buyers (~1: FIFO), and the time from the sell-out to the last waiting buyer being told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from miri.bench import serving, wrk
+from miri.bench.flash_sale import server_env
+from miri.config import load_settings
+from miri.domain.queue import RoomSettings
+from miri.domain.views import bench as bench_views
+from miri.infra.processes import free_port
+from miri.shop import Shop, open_shop
+
+PRICE = 1000
+ADDRESS = "Seoul 1"
+
+
+@dataclass
+class RoomBenchOptions:
+    early: int = 1000  # buyers who arrive before the opening
+    late: int = 1000  # buyers who arrive after it
+    stock: int = 1000
+    admit_rate: int = 200
+    pass_seconds: int = 30
+    opens_in: float = 5.0  # early buyers arrive over these seconds before the opening
+    late_over: float = 3.0  # late buyers arrive over these seconds after it
+    server_workers: int | None = None
+    data_dir: Path | None = None
+    keep_data: bool = False
+    max_seconds: float = 180.0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.early < 0 or self.late < 0 or self.early + self.late < 1:
+            raise ValueError("give at least one buyer")
+        if self.stock < 1 or self.admit_rate < 1:
+            raise ValueError("stock and admit rate must be positive")
+        if self.opens_in < 1:
+            raise ValueError("opens-in must be at least 1 second")
+
+
+@dataclass
+class Buyer:
+    user_id: int
+    token: str
+    early: bool
+    arrive_at: float = 0.0  # epoch seconds
+    joined_at: float | None = None
+    outcome: str = "waiting"  # ordered, refused, sold_out, expired, error, gave_up
+    told_at: float | None = None  # when the stream said SOLD_OUT
+
+
+@dataclass
+class Orders:
+    """Every order request of one sale: (sent at, seconds, status)."""
+
+    calls: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def add(self, sent: float, seconds: float, status: int) -> None:
+        self.calls.append((sent, seconds, status))
+
+    def figures(self) -> dict[str, Any]:
+        times = sorted(s for _, s, _ in self.calls)
+        if not times:
+            return {"requests": 0}
+        per_second: dict[int, list[float]] = {}
+        for sent, seconds, _ in self.calls:
+            per_second.setdefault(int(sent), []).append(seconds)
+        busy = [sorted(v) for v in per_second.values() if len(v) >= 20]
+        statuses: dict[str, int] = {}
+        for _, _, status in self.calls:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+        return {
+            "requests": len(times),
+            "byStatus": statuses,
+            "p50Ms": round(_pct(times, 0.50) * 1000, 2),
+            "p99Ms": round(_pct(times, 0.99) * 1000, 2),
+            "maxMs": round(times[-1] * 1000, 2),
+            "worstSecondP99Ms": round(max(_pct(v, 0.99) for v in busy) * 1000, 2) if busy else None,
+            "seconds": round(
+                max(s for s, _, _ in self.calls) - min(s for s, _, _ in self.calls), 2
+            ),
+        }
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def spearman(xs: Iterable[float], ys: Iterable[float]) -> float | None:
+    """Rank correlation (no ties expected: arrivals and places in line are unique)."""
+    xs, ys = list(xs), list(ys)
+    n = len(xs)
+    if n < 3:
+        return None
+
+    def ranks(values: list[float]) -> list[int]:
+        out = [0] * n
+        for rank, i in enumerate(sorted(range(n), key=values.__getitem__)):
+            out[i] = rank
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    d2 = sum((a - b) ** 2 for a, b in zip(rx, ry, strict=True))
+    return round(1 - 6 * d2 / (n * (n * n - 1)), 3)
+
+
+# -- the buyers -----------------------------------------------------------------------------------
+async def _room_buyer(
+    session: aiohttp.ClientSession, base: str, gid: int, buyer: Buyer, orders: Orders, until: float
+) -> None:
+    await asyncio.sleep(max(0.0, buyer.arrive_at - time.time()))
+    auth = {"Authorization": f"Bearer {buyer.token}"}
+    async with session.post(f"{base}/api/auth/goods/{gid}/queue", headers=auth) as resp:
+        if resp.status not in (200, 201):
+            buyer.outcome = f"join {resp.status}"
+            return
+    buyer.joined_at = time.time()
+    timeout = aiohttp.ClientTimeout(total=max(until - time.time(), 1), sock_read=30)
+    url = f"{base}/api/auth/goods/{gid}/queue/stream"
+    async with session.get(url, headers=auth, timeout=timeout) as stream:
+        async for line in stream.content:
+            if not line.startswith(b"data: "):
+                continue
+            ticket = orjson.loads(line[6:])
+            state = ticket["state"]
+            if state == "ADMITTED":
+                headers = {**auth, "X-Queue-Pass": ticket["passToken"]}
+                body = {"goodsId": gid, "quantity": 1, "address": ADDRESS}
+                sent = time.time()
+                started = time.perf_counter()
+                async with session.post(
+                    f"{base}/api/auth/orders", json=body, headers=headers
+                ) as resp:
+                    await resp.read()
+                    orders.add(sent, time.perf_counter() - started, resp.status)
+                    buyer.outcome = "ordered" if resp.status == 201 else f"refused {resp.status}"
+                if resp.status == 409:  # the units went while the pass was in hand
+                    buyer.told_at = time.time()
+                    buyer.outcome = "sold_out"
+                return
+            if state == "SOLD_OUT":
+                buyer.told_at = time.time()
+                buyer.outcome = "sold_out"
+                return
+            if state in ("EXPIRED", "USED"):
+                buyer.outcome = state.lower()
+                return
+    buyer.outcome = "gave_up"
+
+
+async def _bare_buyer(
+    session: aiohttp.ClientSession, base: str, gid: int, buyer: Buyer, orders: Orders, until: float
+) -> None:
+    auth = {"Authorization": f"Bearer {buyer.token}"}
+    body = {"goodsId": gid, "quantity": 1, "address": ADDRESS}
+    while time.time() < until:
+        sent = time.time()
+        started = time.perf_counter()
+        async with session.post(f"{base}/api/auth/orders", json=body, headers=auth) as resp:
+            answer = await resp.read()
+        orders.add(sent, time.perf_counter() - started, resp.status)
+        if resp.status == 201:
+            buyer.outcome = "ordered"
+            return
+        if resp.status == 409 and b"SALE_NOT_OPEN" not in answer:
+            buyer.outcome = "sold_out"
+            return
+    buyer.outcome = "gave_up"
+
+
+async def _run_buyers(kind: str, base: str, gid: int, buyers: list[Buyer], until: float) -> Orders:
+    orders = Orders()
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+    ) as session:
+        walk = _room_buyer if kind == "room" else _bare_buyer
+        results = await asyncio.gather(
+            *(walk(session, base, gid, b, orders, until) for b in buyers), return_exceptions=True
+        )
+    for buyer, result in zip(buyers, results, strict=True):
+        if isinstance(result, BaseException):
+            buyer.outcome = f"error {result.__class__.__name__}"
+    return orders
+
+
+# -- the run --------------------------------------------------------------------------------------
+async def _goods(shop: Shop, seller: int, name: str, stock: int, opens: float) -> int:
+    goods = await shop.goods.register(
+        seller,
+        name=name,
+        description="Goods for the waiting-room bench",
+        price=PRICE,
+        stock=stock,
+        category="ETC",
+        reservation_start=datetime.fromtimestamp(opens, UTC),
+        per_buyer_limit=None,
+    )
+    return goods.goods_id
+
+
+async def _sale(shop: Shop, gid: int) -> dict[str, Any]:
+    figures = await bench_views.sale_figures(shop.db, gid, None)
+    live = await shop.goods.live_stock(gid)
+    sold = figures.active
+    return {
+        "stock": figures.stock_total,
+        "sold": sold,
+        "liveStock": live,
+        "oversold": max(0, sold - figures.stock_total) + max(0, -live),
+        "lost": figures.stock_total - sold - live,
+    }
+
+
+async def run(opts: RoomBenchOptions) -> dict[str, Any]:
+    """Both sales on one server; every figure of the report."""
+    total = opts.early + opts.late
+    wrk.raise_open_files(total * 2 + 256)
+    made_dir = opts.data_dir is None
+    data_dir = opts.data_dir or Path(tempfile.mkdtemp(prefix="miri-room-bench-")) / "data"
+    settings = load_settings(
+        data_dir=data_dir, env={}, payment_abandon_rate=0.0, stock_sync_interval=3600.0
+    )
+    rng = random.Random(opts.seed)
+    load_before = os.getloadavg()
+    extra = ["--workers", str(opts.server_workers)] if opts.server_workers else []
+    try:
+        async with open_shop(settings) as shop:
+            [(admin, _)] = await shop.users.add_bench_users(1, "room-admin", "ADMIN")
+            accounts = await shop.users.add_bench_users(total, "room")
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            proc = await asyncio.to_thread(
+                serving.start_serve, data_dir, port, *extra, env=server_env(settings, "lua")
+            )
+            try:
+                room = await _room_sale(shop, opts, admin, accounts, base, rng)
+                bare = await _bare_sale(shop, opts, admin, accounts, base)
+            finally:
+                await asyncio.to_thread(serving.stop, proc)
+    finally:
+        if made_dir and not opts.keep_data:
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+    return {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
+        "load": {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()},
+        "room": room,
+        "bare": bare,
+        "dataDir": str(data_dir) if opts.keep_data or not made_dir else None,
+    }
+
+
+async def _room_sale(
+    shop: Shop,
+    opts: RoomBenchOptions,
+    admin: int,
+    accounts: list[tuple[int, str]],
+    base: str,
+    rng: random.Random,
+) -> dict[str, Any]:
+    start = time.time() + 1.0
+    opens = start + opts.opens_in
+    gid = await _goods(shop, admin, "Room Sale", opts.stock, opens)
+    await shop.queue.configure(gid, RoomSettings(True, opts.admit_rate, opts.pass_seconds))
+    buyers = [Buyer(uid, token, early=i < opts.early) for i, (uid, token) in enumerate(accounts)]
+    for b in buyers:
+        b.arrive_at = (
+            start + rng.uniform(0, opts.opens_in - 0.3)
+            if b.early
+            else opens + rng.uniform(0, opts.late_over)
+        )
+    until = opens + opts.max_seconds
+    began = time.time()
+    orders = await _run_buyers("room", base, gid, buyers, until)
+    took = time.time() - began
+    figures = await shop.queue.figures(gid, fresh=True)
+    records = {b.user_id: await shop.queue.record(b.user_id, gid) for b in buyers}
+    pre = [r for r in records.values() if r is not None and r.pre_queue]
+    late = [r for r in records.values() if r is not None and not r.pre_queue]
+    told = [b.told_at for b in buyers if b.told_at is not None]
+    got = [records[b.user_id] for b in buyers if b.outcome == "ordered"]
+    served = {
+        "preQueue": sum(1 for r in got if r is not None and r.pre_queue),
+        "late": sum(1 for r in got if r is not None and not r.pre_queue),
+    }
+    outcomes: dict[str, int] = {}
+    for b in buyers:
+        outcomes[b.outcome] = outcomes.get(b.outcome, 0) + 1
+    sold_out_at = figures.sold_out_at
+    return {
+        "goodsId": gid,
+        "buyers": {"early": opts.early, "late": opts.late},
+        "sale": await _sale(shop, gid),
+        "orders": orders.figures(),
+        "outcomes": outcomes,
+        "served": served,
+        "rankCorrelation": {
+            # The place in line (rank) is the admission order: the front is admitted first.
+            "preQueue": spearman([r.arrival for r in pre], [r.rank for r in pre]),
+            "late": spearman([r.arrival for r in late], [r.rank for r in late]),
+        },
+        "admitted": figures.admitted_total,
+        "passesUsed": figures.used,
+        "passesExpired": figures.expired,
+        "soldOutAt": sold_out_at,
+        "toldSoldOut": len(told),
+        "lastToldAfterSoldOutSeconds": (
+            round(max(told) - sold_out_at, 3) if told and sold_out_at else None
+        ),
+        "seconds": round(took, 2),
+        "admitPerSecond": opts.admit_rate,
+    }
+
+
+async def _bare_sale(
+    shop: Shop, opts: RoomBenchOptions, admin: int, accounts: list[tuple[int, str]], base: str
+) -> dict[str, Any]:
+    opens = time.time() + 2.0
+    gid = await _goods(shop, admin, "Bare Sale", opts.stock, opens)
+    buyers = [Buyer(uid, token, early=True) for uid, token in accounts]
+    await asyncio.sleep(max(0.0, opens - 0.3 - time.time()))  # they start pressing just before
+    began = time.time()
+    orders = await _run_buyers("bare", base, gid, buyers, opens + opts.max_seconds)
+    outcomes: dict[str, int] = {}
+    for b in buyers:
+        outcomes[b.outcome] = outcomes.get(b.outcome, 0) + 1
+    return {
+        "goodsId": gid,
+        "buyers": len(buyers),
+        "sale": await _sale(shop, gid),
+        "orders": orders.figures(),
+        "outcomes": outcomes,
+        "seconds": round(time.time() - began, 2),
+    }
+
+
+def summary_rows(out: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(figure, with the room, bare) for the report table."""
+    room, bare = out["room"], out["bare"]
+    ro, bo = room["orders"], bare["orders"]
+    return [
+        (
+            "buyers",
+            f"{room['buyers']['early']} early + {room['buyers']['late']} late",
+            bare["buyers"],
+        ),
+        (
+            "units sold / stock",
+            f"{room['sale']['sold']} / {room['sale']['stock']}",
+            f"{bare['sale']['sold']} / {bare['sale']['stock']}",
+        ),
+        ("oversold", room["sale"]["oversold"], bare["sale"]["oversold"]),
+        ("order requests", ro.get("requests"), bo.get("requests")),
+        ("order p50 (ms)", ro.get("p50Ms"), bo.get("p50Ms")),
+        ("order p99 (ms)", ro.get("p99Ms"), bo.get("p99Ms")),
+        ("worst 1-s p99 (ms)", ro.get("worstSecondP99Ms"), bo.get("worstSecondP99Ms")),
+        ("sale took (s)", room["seconds"], bare["seconds"]),
+        (
+            "served: pre-queue / late",
+            f"{room['served']['preQueue']} / {room['served']['late']}",
+            "-",
+        ),
+        ("rank corr. pre-queue (~0)", room["rankCorrelation"]["preQueue"], "-"),
+        ("rank corr. late, FIFO (~1)", room["rankCorrelation"]["late"], "-"),
+        ("passes used / expired", f"{room['passesUsed']} / {room['passesExpired']}", "-"),
+        ("told SOLD_OUT", room["toldSoldOut"], "-"),
+        ("sell-out → last told (s)", room["lastToldAfterSoldOutSeconds"], "-"),
+    ]
