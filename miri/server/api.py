@@ -101,6 +101,8 @@ class Route:
     status: int
     errors: tuple[str, ...]
     tag: str
+    headers: tuple[str, ...] = ()  # request headers it reads, named in REQUEST_HEADERS
+    cache: str | None = None  # its Cache-Control: answers carry ETag, If-None-Match gets 304
 
 
 class Api:
@@ -121,6 +123,8 @@ class Api:
         response: Any = None,
         status: int = 200,
         errors: tuple[str, ...] = (),
+        headers: tuple[str, ...] = (),
+        cache: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             async def handler(request: web.Request) -> web.StreamResponse:
@@ -134,7 +138,18 @@ class Api:
             handler.__name__ = fn.__name__
             self.routes.append(
                 Route(
-                    method, path, handler, summary, body, query, response, status, errors, self.tag
+                    method,
+                    path,
+                    handler,
+                    summary,
+                    body,
+                    query,
+                    response,
+                    status,
+                    errors,
+                    self.tag,
+                    tuple(headers),
+                    cache,
                 )
             )
             return fn
@@ -184,6 +199,71 @@ def _schema(model: Any, defs: dict[str, Any]) -> dict[str, Any]:
     defs.update(schema.pop("$defs", {}))
     defs[model.__name__] = schema
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+# Request headers a route may declare (``headers=``), as OpenAPI header parameters.
+REQUEST_HEADERS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {
+        "description": "Makes a retried order safe: the same key with the same body within 24 h"
+        " answers the first order again instead of placing another; the same key with another"
+        " body is 409 IDEMPOTENCY_CONFLICT. 1-64 printable characters.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+    "X-Queue-Pass": {
+        "description": "The pass of the caller's own waiting-room ticket, for goods behind a"
+        " waiting room (403 QUEUE_PASS_REQUIRED without it).",
+        "schema": {"type": "string"},
+    },
+    "If-None-Match": {
+        "description": "An ETag from an earlier answer: 304 with no body while it still holds.",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _cache_headers(cache: str) -> dict[str, Any]:
+    return {
+        "ETag": {
+            "description": "Identifies this answer; send it back in If-None-Match.",
+            "schema": {"type": "string"},
+        },
+        "Cache-Control": {
+            "description": f"How long a browser or CDN may reuse the answer: `{cache}`.",
+            "schema": {"type": "string", "examples": [cache]},
+        },
+        "Vary": {
+            "description": "The request headers the answer depends on.",
+            "schema": {"type": "string"},
+        },
+    }
+
+
+_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
+_GENERIC = re.compile(r"^(\w+)\[(.+)\]$")
+
+
+def component_name(name: str) -> str:
+    """A component name OpenAPI 3.1 accepts: pydantic's ``Page[GoodsSummary]`` is
+    ``GoodsSummaryPage``; anything else outside ``[A-Za-z0-9._-]`` becomes ``_``."""
+    generic = _GENERIC.match(name)
+    if generic:
+        outer, inner = generic.groups()
+        return "".join(component_name(part.strip()) for part in inner.split(",")) + outer
+    return _COMPONENT.sub("_", name)
+
+
+def _rename_components(node: Any, names: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                prefix, _, name = value.rpartition("/")
+                value = f"{prefix}/{names.get(name, name)}"
+            out[key] = _rename_components(value, names)
+        return out
+    if isinstance(node, list):
+        return [_rename_components(v, names) for v in node]
+    return node
 
 
 def openapi(apis: list[Api], version: str) -> dict[str, Any]:
@@ -264,6 +344,19 @@ def openapi(apis: list[Api], version: str) -> dict[str, Any]:
                             "schema": prop,
                         }
                     )
+            for name in r.headers:
+                params.append({"name": name, "in": "header", **REQUEST_HEADERS[name]})
+            if r.cache:
+                params.append(
+                    {"name": "If-None-Match", "in": "header", **REQUEST_HEADERS["If-None-Match"]}
+                )
+                responses[str(r.status)]["headers"] = _cache_headers(r.cache)
+                responses["304"] = {
+                    "description": "not modified: the If-None-Match ETag still holds; no body",
+                    "headers": {k: v for k, v in _cache_headers(r.cache).items() if k != "Vary"},
+                }
+                responses = dict(sorted(responses.items()))
+                op["responses"] = responses
             if params:
                 op["parameters"] = params
             if r.body:
@@ -274,6 +367,12 @@ def openapi(apis: list[Api], version: str) -> dict[str, Any]:
             if protected:
                 op["security"] = [{"bearer": []}]
             paths.setdefault(r.path, {})[r.method.lower()] = op
+    names = {name: component_name(name) for name in defs}
+    if len(set(names.values())) != len(names):
+        raise ValueError(f"two schemas would share a component name: {names}")
+    defs = {names[k]: v for k, v in defs.items()}
+    paths = _rename_components(paths, names)
+    defs = _rename_components(defs, names)
     return {
         "openapi": "3.1.0",
         "info": {

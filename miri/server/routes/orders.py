@@ -93,6 +93,7 @@ async def _order_rate(request: web.Request) -> None:
     response=OrderOut,
     status=201,
     errors=PLACING_ERRORS,
+    headers=("Idempotency-Key", "X-Queue-Pass"),
 )
 async def place_order(request: web.Request, body: OrderBody) -> web.Response:
     await _order_rate(request)
@@ -115,6 +116,7 @@ async def place_order(request: web.Request, body: OrderBody) -> web.Response:
     response=OrderOut,
     status=201,
     errors=PLACING_ERRORS,
+    headers=("Idempotency-Key", "X-Queue-Pass"),
 )
 async def place_wishlist_order(request: web.Request, body: WishlistOrderBody) -> web.Response:
     await _order_rate(request)
