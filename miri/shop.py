@@ -39,6 +39,7 @@ from miri.domain.queue import setup as queue_setup
 from miri.domain.queue.service import QueueService
 from miri.domain.users.service import UserService
 from miri.domain.views.orders import OrderViews
+from miri.domain.views.sales import SalesViews
 from miri.infra import secrets
 from miri.infra.breakers import Breakers
 from miri.infra.bus import Bus, Handler
@@ -131,6 +132,7 @@ class Shop:
     wishlist: WishlistService
     orders: Orders  # placing, changes, payment outcomes, the lifecycle runs
     order_views: OrderViews  # order items with goods and payment statuses (reads only)
+    sales: SalesViews  # items with buyer and address, for their seller and admins (reads only)
     payments: PaymentService
     queue: QueueService  # waiting rooms: tickets, admission, passes
     jobs: Jobs  # the scheduled runs (shipping, returns, payment expiry, stock write-back)
@@ -233,6 +235,7 @@ async def open_shop(
             redis=redis.client,
             bus=bus,
             stock=goods,
+            catalogue=goods,
             wishlist=wishlist,
             cipher=cipher,
             clock=clock,
@@ -263,6 +266,7 @@ async def open_shop(
             wishlist=wishlist,
             orders=orders,
             order_views=OrderViews(db=db, zone=ZoneInfo(settings.timezone)),
+            sales=SalesViews(db=db, cipher=cipher, zone=ZoneInfo(settings.timezone)),
             payments=payments,
             queue=queue,
             jobs=scheduled_jobs(settings, orders, goods, hosts.record_run),

@@ -154,6 +154,17 @@ def fields(title: str, data: dict[str, Any]) -> Table:
     return table(title, ["field", "value"], list(data.items()))
 
 
+def flat(data: dict[str, Any]) -> dict[str, Any]:
+    """Nested records (an item's ``buyer``) as ``buyer.userName`` fields, for a field table."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
 def page_json(page: Page[T], shape: Callable[[T], Any]) -> dict[str, Any]:
     """A page as every ``list --json`` prints it: the shaped items and how many there are."""
     return {"items": [shape(x) for x in page.items], "totalItems": page.total_items}

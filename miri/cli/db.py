@@ -29,6 +29,7 @@ DatabaseUrl = Annotated[
 TABLES = (
     "users",
     "email_verifications",
+    "password_resets",
     "goods",
     "wishlist",
     "orders",

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from miri import __version__
-from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, keys, orders, queue, users
+from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, keys, orders, queue, sales, users
 from miri.cli.common import (
     DataDir,
     Json,
@@ -33,6 +33,7 @@ app.command("token")(users.token)
 app.add_typer(goods.app, name="goods")
 app.add_typer(orders.app, name="order")
 app.add_typer(queue.app, name="queue")
+app.add_typer(sales.app, name="sales")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")

@@ -13,15 +13,20 @@ from miri.cli.common import (
     choice,
     emit,
     fields,
+    flat,
     page_json,
+    refuse,
     run,
     settings_for,
     settle,
     table,
 )
+from miri.domain.errors import ValidationFailed
 from miri.domain.paging import Page
 from miri.domain.views.orders import OrderItemView
+from miri.server.api import validate
 from miri.server.models import order_item, order_out
+from miri.server.routes.sales import ShipBody, admin_item
 from miri.shop import Shop
 
 app = typer.Typer(help="Place, list, cancel and return orders.", no_args_is_help=True)
@@ -152,13 +157,40 @@ def show(
     redis_url: RedisUrl = None,
     as_json: Json = False,
 ) -> None:
-    """Show one order item.
+    """Show one order item with its buyer, delivery address, payment and shipping.
 
     Example: miri order show 42 --json
     """
     settings = settings_for(data_dir, redis_url=redis_url)
-    found = order_item(run(lambda shop: shop.order_views.get(None, item), settings))
-    emit(found, as_json, lambda d: fields(f"Order item {item}", d))
+    found = admin_item(run(lambda shop: shop.sales.get(None, item), settings))
+    emit(found, as_json, lambda d: fields(f"Order item {item}", flat(d)))
+
+
+@app.command("ship")
+def ship(
+    item: Annotated[int, typer.Argument(help="Order item (orderDetailId).")],
+    carrier: Annotated[str, typer.Option(help="The carrier, e.g. 'CJ Logistics'.")],
+    tracking: Annotated[str, typer.Option(help="The tracking number (letters, digits, -).")],
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Ship a paid item by hand: IN_TRANSIT with its tracking number; the buyer is mailed.
+
+    Example: miri order ship 42 --carrier "CJ Logistics" --tracking 6123-4567-8901
+    """
+    try:
+        body = validate(ShipBody, {"carrier": carrier, "trackingNumber": tracking})
+    except ValidationFailed as exc:
+        refuse(exc)
+    settings = settings_for(data_dir, redis_url=redis_url)
+
+    async def work(shop: Shop) -> dict[str, Any]:
+        await shop.orders.fulfilment.ship(None, item, body.carrier, body.trackingNumber)
+        await settle(shop)
+        return admin_item(await shop.sales.get(None, item))
+
+    emit(run(work, settings), as_json, lambda d: fields(f"Order item {item}: shipped", flat(d)))
 
 
 @app.command("cancel")

@@ -139,3 +139,14 @@ class OrderItemCanceled(Event):
     order_id: int
     user_id: int
     reason: str = "buyer"  # "buyer" | "expired" | "late-payment"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemShipped(Event):
+    """The seller (or an admin) handed an item to a carrier; the buyer is mailed the tracking."""
+
+    order_item_id: int
+    order_id: int
+    user_id: int
+    carrier: str
+    tracking_number: str

@@ -193,4 +193,18 @@ MIGRATIONS: list[str] = [
         updated_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 4: fulfilment and password reset, as the SQLite file's version 5.
+    """
+    ALTER TABLE shipping ADD COLUMN carrier TEXT;
+    ALTER TABLE shipping ADD COLUMN tracking_number TEXT;
+    ALTER TABLE shipping ADD COLUMN shipped_at DOUBLE PRECISION;
+    CREATE TABLE password_resets (
+        token_hash TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL REFERENCES users (id),
+        expires_at DOUBLE PRECISION NOT NULL,
+        used_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX password_resets_user ON password_resets (user_id);
+    """,
 ]

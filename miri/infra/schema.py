@@ -201,4 +201,19 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     )
     """,
+    # 5: fulfilment and password reset. orders: who shipped an item by hand, with which
+    # carrier and tracking number. users: one-time password-reset tokens (hashes only).
+    """
+    ALTER TABLE shipping ADD COLUMN carrier TEXT;
+    ALTER TABLE shipping ADD COLUMN tracking_number TEXT;
+    ALTER TABLE shipping ADD COLUMN shipped_at REAL;
+    CREATE TABLE password_resets (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        expires_at REAL NOT NULL,
+        used_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX password_resets_user ON password_resets (user_id)
+    """,
 ]

@@ -103,6 +103,7 @@ class Route:
     tag: str
     headers: tuple[str, ...] = ()  # request headers it reads, named in REQUEST_HEADERS
     cache: str | None = None  # its Cache-Control: answers carry ETag, If-None-Match gets 304
+    media_type: str = "application/json"  # of the success answer; other types are not enveloped
 
 
 class Api:
@@ -125,6 +126,7 @@ class Api:
         errors: tuple[str, ...] = (),
         headers: tuple[str, ...] = (),
         cache: str | None = None,
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             async def handler(request: web.Request) -> web.StreamResponse:
@@ -150,6 +152,7 @@ class Api:
                     self.tag,
                     tuple(headers),
                     cache,
+                    media_type,
                 )
             )
             return fn
@@ -310,6 +313,9 @@ def openapi(apis: list[Api], version: str) -> dict[str, Any]:
                     },
                 }
             }
+            if r.media_type != "application/json":
+                success = responses[str(r.status)]
+                success["content"] = {r.media_type: {"schema": {"type": "string"}}}
             for status in sorted({status_of(c) for c in codes} | {500}):
                 responses[str(status)] = {
                     "description": ", ".join(sorted(c for c in codes if status_of(c) == status))

@@ -9,13 +9,22 @@ from miri.infra.proxies import parse_networks
 from miri.server import middlewares
 from miri.server.api import MAX_BODY, Api, openapi, register
 from miri.server.keys import METRICS, OPENAPI, PROXIES, SHOP
-from miri.server.routes import admin, goods, ops, orders, queue, users, wishlist
+from miri.server.routes import admin, goods, ops, orders, queue, sales, users, wishlist
 from miri.shop import Shop
 
 
 def route_tables() -> list[Api]:
     """Every module's route table, in the order the OpenAPI document lists them."""
-    return [ops.api, users.api, goods.api, queue.api, wishlist.api, orders.api, admin.api]
+    return [
+        ops.api,
+        users.api,
+        goods.api,
+        queue.api,
+        wishlist.api,
+        orders.api,
+        sales.api,
+        admin.api,
+    ]
 
 
 def create_app(shop: Shop) -> web.Application:

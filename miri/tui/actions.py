@@ -1,4 +1,5 @@
-"""The admin's actions as the dashboard takes them: its seller, seeding, opening a sale now.
+"""The admin's actions as the dashboard takes them: its seller, seeding, opening a sale now,
+an order item's detail (buyer and address) and shipping it.
 
 ``parse_opening`` reads the "sale opens" field of the add-goods form (an ISO time, or +30m).
 """
@@ -7,8 +8,11 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, tzinfo
+from typing import Any
 
 from miri.domain.goods import seed
+from miri.server.api import validate
+from miri.server.routes.sales import ShipBody, admin_item
 from miri.shop import Shop
 
 HOUSE_SELLER = seed.SEED_SELLER  # the same account `miri goods seed` sells under
@@ -30,6 +34,25 @@ async def open_sale_now(shop: Shop, goods_id: int) -> None:
     """Clear the opening time: the goods are on sale from now on."""
     goods = await shop.goods.get(goods_id)
     await shop.goods.update(goods.seller_id, goods_id, {"reservation_start": None})
+
+
+async def item_detail(shop: Shop, item_id: int) -> list[tuple[str, Any]]:
+    """An order item as the admin sees it (as ``miri order show``): field / value rows."""
+    data = admin_item(await shop.sales.get(None, item_id))
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            rows.append((key, value))
+    return rows
+
+
+async def ship_item(shop: Shop, item_id: int, carrier: str, tracking: str) -> str:
+    """Ship by hand (the admin acts for the seller); refusals name the field they are about."""
+    body = validate(ShipBody, {"carrier": carrier, "trackingNumber": tracking})
+    await shop.orders.fulfilment.ship(None, item_id, body.carrier, body.trackingNumber)
+    return f"item {item_id}: in transit with {body.carrier}, {body.trackingNumber}"
 
 
 def parse_opening(text: str, zone: tzinfo, now: datetime) -> datetime | None:

@@ -36,7 +36,15 @@ from miri.shop import Shop, open_shop
 from miri.tui import actions, data, look
 from miri.tui.bench import BenchScreen
 from miri.tui.panels import BusPanel, HealthPanel, OrderRateChart, PaymentsPanel, ServerPanel
-from miri.tui.screens import ConfirmScreen, FormError, JobPicker, goods_form, number_form
+from miri.tui.screens import (
+    ConfirmScreen,
+    DetailScreen,
+    FormError,
+    JobPicker,
+    goods_form,
+    number_form,
+    ship_form,
+)
 from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,8 @@ class DashboardApp(App[None]):
         Binding("r", "restock", "Restock"),
         Binding("o", "open_sale", "Open sale"),
         Binding("c", "cancel_order", "Cancel order"),
+        Binding("i", "order_detail", "Item detail"),
+        Binding("p", "ship_order", "Ship"),
         Binding("j", "run_job", "Run job"),
         Binding("d", "replay_dead_letters", "Replay dead"),
         Binding("b", "bench", "Benchmark"),
@@ -67,6 +77,8 @@ class DashboardApp(App[None]):
         "restock",
         "open_sale",
         "cancel_order",
+        "order_detail",
+        "ship_order",
         "run_job",
         "replay_dead_letters",
         "bench",
@@ -357,6 +369,60 @@ class DashboardApp(App[None]):
             answered,
         )
 
+    def action_order_detail(self) -> None:
+        """The selected item with buyer, address, payment and shipping; ship from there."""
+        item = self._selected(OrdersTable, "an order item")
+        if item is None:
+            return
+
+        async def show() -> None:
+            shop = self._need_shop()
+            if shop is None:
+                return
+            try:
+                rows = await actions.item_detail(shop, item)
+            except ShopError as exc:
+                self.notify(f"{exc.code}: {exc.message}", title="Item", severity="error")
+                return
+            state = dict(rows)
+            can_ship = state["orderStatus"] == "COMPLETED" and state["shippingStatus"] == "PENDING"
+
+            def chosen(action: str | None) -> None:
+                if action == "ship":
+                    self._ship(item)
+
+            self.push_screen(
+                DetailScreen(
+                    f"Order item {item}", rows, (("ship", "Ship (p)"),) if can_ship else ()
+                ),
+                chosen,
+            )
+
+        self.run_worker(show(), group="action", description="Item", exit_on_error=False)
+
+    def action_ship_order(self) -> None:
+        item = self._selected(OrdersTable, "an order item")
+        if item is not None:
+            self._ship(item)
+
+    def _ship(self, item: int) -> None:
+        if self._need_shop() is None:
+            return
+
+        async def submit(values: dict[str, Any]) -> str:
+            shop = self.shop
+            if shop is None:
+                raise FormError({"carrier": "the shop is not open yet"})
+            message = await actions.ship_item(shop, item, values["carrier"], values["tracking"])
+            await self._settle(shop)
+            self.notify(message, title="Ship")
+            await self.refresh_all()
+            return message
+
+        self.push_screen(
+            ship_form(submit, note=f"Order item {item}: IN_TRANSIT now; the buyer is mailed.")
+        )
+
     def action_run_job(self) -> None:
         shop = self._need_shop()
         if shop is None:
@@ -424,6 +490,12 @@ class DashboardApp(App[None]):
             ("Restock goods", "Add stock to the selected goods", self.action_restock),
             ("Open sale now", "Open the selected goods' sale now", self.action_open_sale),
             ("Cancel order item", "Cancel the selected order item", self.action_cancel_order),
+            (
+                "Order item detail",
+                "Buyer, address, payment and shipping of the selected item",
+                self.action_order_detail,
+            ),
+            ("Ship order item", "Carrier and tracking number", self.action_ship_order),
             ("Run a job now", "Shipping, returns, payment expiry, stock sync", self.action_run_job),
             (
                 "Replay dead letters",

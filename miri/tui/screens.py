@@ -257,6 +257,61 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
+class DetailScreen(ModalScreen[str | None]):
+    """One record as field / value lines (an order item with its buyer and address).
+
+    ``actions`` are (key, label) pairs offered as buttons; the screen dismisses with the chosen
+    key, or None on Esc / Close.
+    """
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(
+        self, title: str, rows: list[tuple[str, Any]], actions: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__()
+        self.detail_title = title
+        self.rows = rows
+        self.actions = actions
+
+    def compose(self) -> ComposeResult:
+        width = max((len(k) for k, _ in self.rows), default=0)
+        body = Text()
+        for key, value in self.rows:
+            body.append(f"{key:<{width}}  ", style="bold cyan")
+            body.append("" if value is None else str(value))  # text, never markup
+            body.append("\n")
+        with Vertical(classes="dialog wide"):
+            yield Label(Text(self.detail_title), classes="dialog-title")
+            with VerticalScroll(classes="form-fields"):
+                yield Static(body, id="detail-body")
+            with Horizontal(classes="dialog-buttons"):
+                for key, label in self.actions:
+                    yield Button(label, variant="primary", id=f"do-{key}")
+                yield Button("Close (Esc)", id="close")
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        chosen = event.button.id or ""
+        self.dismiss(chosen.removeprefix("do-") if chosen.startswith("do-") else None)
+
+
+def ship_form(submit: Submit, note: str = "") -> FormScreen:
+    fields = [
+        Field("carrier", "Carrier (1-30 characters)", placeholder="CJ Logistics"),
+        Field(
+            "tracking",
+            "Tracking number (4-40 letters, digits, -)",
+            placeholder="6123-4567-8901",
+            aliases=("trackingNumber",),
+        ),
+    ]
+    return FormScreen("Ship order item", fields, submit, note=note, ok="Ship")
+
+
 class JobPicker(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 

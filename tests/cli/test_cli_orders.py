@@ -144,3 +144,49 @@ def test_jobs_list_and_run_as_of(data_dir, sale):
     bad = miri(data_dir, "jobs", "run", "nightly")
     assert bad.exit_code == 2
     assert miri(data_dir, "jobs", "run", "shipping", "--as-of", "tomorrow").exit_code == 2
+
+
+def test_show_ship_and_export_the_packing_list(data_dir, sale):
+    item_id = json.loads(
+        place(data_dir, sale["goods"], "--address", "Seoul Mapo 12", "--json").output
+    )["items"][0]["orderDetailId"]
+    shown = miri(data_dir, "order", "show", str(item_id), "--json")
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["buyer"]["email"] == "buyer@example.com" and data["address"] == "Seoul Mapo 12"
+    table_view = miri(data_dir, "order", "show", str(item_id)).output
+    assert "Seoul Mapo 12" in table_view and "buyer.phoneNumber" in table_view
+
+    bad = miri(data_dir, "order", "ship", str(item_id), "--carrier", "CJ", "--tracking", "no way")
+    assert bad.exit_code == 1 and "VALIDATION_FAILED" in bad.output
+    shipped = miri(
+        data_dir,
+        "order",
+        "ship",
+        str(item_id),
+        "--carrier",
+        "CJ Logistics",
+        "--tracking",
+        "6123-4567",
+        "--json",
+    )
+    assert shipped.exit_code == 0, shipped.output
+    got = json.loads(shipped.output)
+    assert (got["shippingStatus"], got["trackingNumber"]) == ("IN_TRANSIT", "6123-4567")
+    again = miri(data_dir, "order", "ship", str(item_id), "--carrier", "CJ", "--tracking", "6123")
+    assert again.exit_code == 1 and "INVALID_STATE" in again.output
+
+    place(data_dir, sale["goods"], "--address", "Jeju 5")
+    exported = miri(data_dir, "sales", "export", "--seller", "seller@example.com")
+    assert exported.exit_code == 0, exported.output
+    lines = [line for line in exported.stdout.splitlines() if line]
+    assert lines[0].startswith("orderDetailId,orderId,goodsId")
+    assert len(lines) == 3 and "Seoul Mapo 12" in lines[1] and "Jeju 5" in lines[2]
+    assert "6123-4567" in lines[1] and "CJ Logistics" in lines[1]
+    pending = miri(
+        data_dir, "sales", "export", "--seller", str(sale["seller"]), "--shipping", "pending"
+    )
+    assert len([line for line in pending.stdout.splitlines() if line]) == 2
+    nobody = miri(data_dir, "sales", "export", "--seller", "buyer@example.com")
+    assert len([line for line in nobody.stdout.splitlines() if line]) == 1
+    assert miri(data_dir, "sales", "export", "--status", "SHIPPED").exit_code == 2

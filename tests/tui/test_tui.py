@@ -25,7 +25,7 @@ from miri.server.presence import presence_path, servers
 from miri.tui.bench import BenchScreen
 from miri.tui.data import Snapshot
 from miri.tui.panels import BusPanel, HealthPanel, OrderRateChart, PaymentsPanel, ServerPanel
-from miri.tui.screens import ConfirmScreen, FormScreen, JobPicker
+from miri.tui.screens import ConfirmScreen, DetailScreen, FormScreen, JobPicker
 from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable
 from tests.support.goods import add_goods
 from tests.support.shop import add_user, free_port, make_settings
@@ -378,6 +378,52 @@ async def test_cancel_an_order_item(settings, clock):
         assert after.payment_status == "REFUNDED"  # the bus delivered the refund
         assert await app.shop.goods.live_stock(goods.goods_id) == 5
         assert cells(orders, str(item))[5:8] == ["CANCELED", "REFUNDED", "CANCELED"]
+
+
+async def test_an_item_with_its_buyer_then_ship_it(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        goods = await add_goods(app.shop, stock=5)
+        item = await place_paid_order(app.shop, goods.goods_id, 1)
+        await app.refresh_all()
+        orders = app.query_one("#orders", DataTable)
+        orders.move_cursor(row=orders.get_row_index(str(item)))
+
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen))
+        shown = str(app.screen.query_one("#detail-body", Static).render())
+        sale = await app.shop.sales.get(None, item)
+        assert sale.address in shown and sale.buyer_name in shown and sale.email in shown
+        assert "PENDING" in shown
+        await pilot.click("#do-ship")  # the detail offers shipping while it is PENDING
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        form = app.screen
+        fill(form, carrier="CJ Logistics", tracking="12 34")
+        form.query_one("#ok", Button).press()
+        await wait_for(pilot, lambda: error_of(form, "tracking") != "")
+        assert app.screen is form  # refused: the field says why, nothing shipped
+        assert (await app.shop.sales.get(None, item)).item.shipping_status == "PENDING"
+
+        fill(form, tracking="6123-4567-8901")
+        form.query_one("#ok", Button).press()
+        await wait_for(pilot, lambda: app.screen is not form)
+        await settle(pilot)
+        after = await app.shop.sales.get(None, item)
+        assert (after.item.shipping_status, after.carrier, after.tracking_number) == (
+            "IN_TRANSIT",
+            "CJ Logistics",
+            "6123-4567-8901",
+        )
+        assert cells(orders, str(item))[7] == "IN_TRANSIT"
+
+        await pilot.press("p")  # shipped already: the shop refuses, the form says so
+        await wait_for(pilot, lambda: isinstance(app.screen, FormScreen))
+        form = app.screen
+        fill(form, carrier="CJ", tracking="99999")
+        form.query_one("#ok", Button).press()
+        await wait_for(
+            pilot, lambda: "INVALID_STATE" in str(form.query_one("#form-error", Static).render())
+        )
 
 
 async def test_run_a_job_now(settings, clock):

@@ -70,6 +70,17 @@ class Gate(Protocol):
     async def give_back(self, use: Any, *, sold_out: bool) -> None: ...
 
 
+class Sold(Protocol):
+    @property
+    def seller_id(self) -> int: ...
+
+
+class Catalogue(Protocol):
+    """Whose goods an item is (fulfilment lets only that seller ship it)."""
+
+    async def get(self, goods_id: int) -> Sold: ...
+
+
 class Wish(Protocol):
     @property
     def goods_id(self) -> int: ...

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from miri.domain.orders.changes import Changes
+from miri.domain.orders.fulfilment import Fulfilment
 from miri.domain.orders.idempotency import IdempotencyKeys
 from miri.domain.orders.lifecycle import Lifecycle
-from miri.domain.orders.model import Gate, Stock, Wishlist
+from miri.domain.orders.model import Catalogue, Gate, Stock, Wishlist
 from miri.domain.orders.outcomes import PaymentOutcomes
 from miri.domain.orders.placing import Placing
 from miri.infra.bus import Bus
@@ -25,6 +26,7 @@ class Orders:
     changes: Changes  # cancel, ask for a return
     outcomes: PaymentOutcomes  # the bus handlers for payment outcomes
     lifecycle: Lifecycle  # the scheduled runs: payment expiry, shipping, returns
+    fulfilment: Fulfilment  # sellers and admins ship by hand (carrier, tracking number)
 
 
 def build(
@@ -33,6 +35,7 @@ def build(
     redis: Redis,
     bus: Bus,
     stock: Stock,
+    catalogue: Catalogue,
     wishlist: Wishlist,
     cipher: FieldCipher,
     clock: Clock,
@@ -58,4 +61,5 @@ def build(
         lifecycle=Lifecycle(
             db=db, bus=bus, stock=stock, clock=clock, payment_timeout=payment_timeout
         ),
+        fulfilment=Fulfilment(db=db, bus=bus, catalogue=catalogue, clock=clock),
     )

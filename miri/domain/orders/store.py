@@ -92,6 +92,7 @@ def find_key(
 class ItemState:
     user_id: int
     order_id: int
+    goods_id: int
     status: str
     return_status: str | None
     shipping: str
@@ -101,7 +102,7 @@ class ItemState:
 def owned_item(conn: sqlite3.Connection, user_id: int | None, item_id: int) -> ItemState:
     """An item with its shipping; another user's item is as absent as a missing one."""
     row = conn.execute(
-        "SELECT d.user_id, d.order_id, d.status, d.return_status, s.status AS shipping,"
+        "SELECT d.user_id, d.order_id, d.goods_id, d.status, d.return_status, s.status AS shipping,"
         " s.status_at FROM order_items d JOIN shipping s ON s.order_item_id = d.id"
         " WHERE d.id = ?",
         (item_id,),
@@ -111,6 +112,7 @@ def owned_item(conn: sqlite3.Connection, user_id: int | None, item_id: int) -> I
     return ItemState(
         row["user_id"],
         row["order_id"],
+        row["goods_id"],
         row["status"],
         row["return_status"],
         row["shipping"],
@@ -151,6 +153,20 @@ def release_item(
         (now, item_id),
     )
     return Released(row["goods_id"], row["user_id"], row["quantity"])
+
+
+def ship_item(
+    conn: sqlite3.Connection, item_id: int, carrier: str, tracking_number: str, now: float
+) -> bool:
+    """A paid, still PENDING item goes IN_TRANSIT by hand; False if it was not PENDING or paid."""
+    return bool(
+        conn.execute(
+            "UPDATE shipping SET status = 'IN_TRANSIT', status_at = ?, carrier = ?,"
+            " tracking_number = ?, shipped_at = ? WHERE order_item_id = ? AND status = 'PENDING'"
+            " AND order_item_id IN (SELECT id FROM order_items WHERE id = ? AND status = 'COMPLETED')",
+            (now, carrier, tracking_number, now, item_id, item_id),
+        ).rowcount
+    )
 
 
 def complete_item(conn: sqlite3.Connection, item_id: int, now: float) -> bool:

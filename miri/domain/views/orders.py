@@ -70,7 +70,7 @@ class OrderViews:
         self._db = db
         self._zone = zone
 
-    def _item(self, row: sqlite3.Row) -> OrderItemView:
+    def item_of(self, row: sqlite3.Row) -> OrderItemView:
         return OrderItemView(
             order_item_id=row["order_item_id"],
             order_id=row["order_id"],
@@ -116,7 +116,7 @@ class OrderViews:
             return rows, total
 
         rows, total = await self._db.read(query)
-        return Page([self._item(r) for r in rows], page, size, total)
+        return Page([self.item_of(r) for r in rows], page, size, total)
 
     async def get(self, user_id: int | None, order_item_id: int) -> OrderItemView:
         """One item; another user's item is as absent as a missing one (None: the operator)."""
@@ -127,7 +127,7 @@ class OrderViews:
         )
         if row is None or (user_id is not None and row["user_id"] != user_id):
             raise NotFound("no such order")
-        return self._item(row)
+        return self.item_of(row)
 
     async def stats(self) -> OrderStats:
         def query(conn: sqlite3.Connection) -> OrderStats:
