@@ -8,7 +8,20 @@ from typing import Annotated
 import typer
 
 from miri import __version__
-from miri.cli import bench, bus, dashboard, db, doctor, goods, jobs, keys, orders, queue, sales, users
+from miri.cli import (
+    bench,
+    bus,
+    dashboard,
+    db,
+    doctor,
+    goods,
+    jobs,
+    keys,
+    orders,
+    queue,
+    sales,
+    users,
+)
 from miri.cli.common import (
     DataDir,
     Json,
