@@ -51,6 +51,13 @@ class Settings:
     # CIDRs of reverse proxies whose X-Forwarded-For names the client (comma-separated).
     trusted_proxies: str = ""
     order_rate_per_buyer: int = 0  # orders per buyer per second; 0 = unlimited
+    # Requests in flight per worker: "auto" adapts between floor and ceiling to measured latency,
+    # a number is a fixed bound, "off" takes everything (measurements). Over it: 503 + Retry-After.
+    max_in_flight: str = "auto"
+    max_in_flight_floor: int = 16
+    max_in_flight_ceiling: int = 512
+    max_in_flight_latency: float = 0.05  # seconds: mean time in handlers "auto" keeps under
+    overload_retry_after: int = 1  # seconds, in the Retry-After of a 503 over the bound
     stock_sync_interval: float = 5.0
     payment_abandon_rate: float = 0.2
     payment_seed: int | None = None
@@ -160,4 +167,10 @@ def load_settings(
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"trusted_proxies: {exc}") from None
+    from miri.server.limiter import parse as parse_bound
+
+    try:
+        parse_bound(settings)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return settings

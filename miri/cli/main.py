@@ -80,6 +80,13 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Server processes sharing the port.")
     ] = None,
+    max_in_flight: Annotated[
+        str | None,
+        typer.Option(
+            help="Requests in flight per worker before 503 + Retry-After:"
+            " auto (adapts to latency), a number, or off."
+        ),
+    ] = None,
     reuse_port: Annotated[bool, typer.Option(hidden=True)] = False,
     redis_replica: Annotated[
         bool,
@@ -106,6 +113,7 @@ def serve(
         database_url=database_url,
         workers=workers,
         redis_replica=redis_replica or None,
+        max_in_flight=max_in_flight,
     )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

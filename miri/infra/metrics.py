@@ -92,6 +92,27 @@ class ShopMetrics:
             ["reason"],
             registry=r,
         )
+        # The in-flight bound (miri/server/limiter.py), copied in once a second and at each scrape;
+        # with workers, the bound and what is in flight are summed over the live ones.
+        self.shed = Counter(
+            "miri_requests_shed",
+            "Requests refused with 503 over the in-flight bound, by path class",
+            ["path_class"],
+            registry=r,
+        )
+        self.in_flight_limit = Gauge(
+            "miri_in_flight_limit",
+            "The in-flight bound now (summed over live workers)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.in_flight = Gauge(
+            "miri_in_flight",
+            "Requests in flight by path class",
+            ["path_class"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def http(self, method: str, route: str, status: int, seconds: float) -> None:

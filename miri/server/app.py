@@ -6,7 +6,7 @@ from aiohttp import web
 
 from miri import __version__
 from miri.infra.proxies import parse_networks
-from miri.server import middlewares
+from miri.server import limiter, middlewares
 from miri.server.api import MAX_BODY, Api, openapi, register
 from miri.server.keys import METRICS, OPENAPI, PROXIES, SHOP
 from miri.server.routes import admin, goods, ops, orders, queue, sales, users, wishlist
@@ -28,11 +28,18 @@ def route_tables() -> list[Api]:
 
 
 def create_app(shop: Shop) -> web.Application:
+    config = limiter.parse(shop.settings)
+    bound = limiter.InFlightBound(config) if config else None
+    # The bound comes first: a request over it is refused before any other work is done.
+    first = [limiter.middleware(bound)] if bound else []
     app = web.Application(
-        middlewares=[middlewares.front],
+        middlewares=[*first, middlewares.front],
         client_max_size=MAX_BODY,
     )
     app[SHOP] = shop
+    app[limiter.BOUND] = bound
+    if bound:
+        app.cleanup_ctx.append(limiter.publisher(bound, shop.metrics))
     app[METRICS] = shop.metrics
     app[PROXIES] = parse_networks(shop.settings.trusted_proxies)
     tables = route_tables()

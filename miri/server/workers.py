@@ -85,6 +85,8 @@ def supervise(
         str(port),
         "--data-dir",
         str(settings.data_dir),
+        "--max-in-flight",  # each worker has its own bound; the flag may have set it
+        settings.max_in_flight,
     ]
     if settings.redis_url:
         base += ["--redis-url", settings.redis_url]

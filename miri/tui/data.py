@@ -39,6 +39,7 @@ class ServerInfo:
     url: str
     started_at: float
     health: str  # "ok", "degraded", or why the probe failed
+    overload: dict[str, Any] | None = None  # its in-flight bound, as /api/health reports it
 
 
 def _probe_url(url: str) -> str:
@@ -47,13 +48,14 @@ def _probe_url(url: str) -> str:
     return url
 
 
-async def _probe(session: aiohttp.ClientSession, url: str) -> str:
+async def _probe(session: aiohttp.ClientSession, url: str) -> tuple[str, dict[str, Any] | None]:
     try:
         async with session.get(f"{_probe_url(url)}/api/health") as resp:
             body = await resp.json(content_type=None)
-            return str((body.get("data") or {}).get("status") or resp.status)
+            data = body.get("data") or {}
+            return str(data.get("status") or resp.status), data.get("overload")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return f"no answer ({exc.__class__.__name__})"
+        return f"no answer ({exc.__class__.__name__})", None
 
 
 async def find_servers(data_dir: Any) -> list[ServerInfo]:
@@ -65,8 +67,8 @@ async def find_servers(data_dir: Any) -> list[ServerInfo]:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         health = await asyncio.gather(*(_probe(session, r["url"]) for r in records))
     return [
-        ServerInfo(int(r["pid"]), r["url"], float(r["startedAt"]), h)
-        for r, h in zip(records, health, strict=True)
+        ServerInfo(int(r["pid"]), r["url"], float(r["startedAt"]), h, bound)
+        for r, (h, bound) in zip(records, health, strict=True)
     ]
 
 

@@ -64,8 +64,23 @@ class StripPanel(Static):
         raise NotImplementedError
 
 
+def bound_lines(bound: dict | None, shed_rate: float | None) -> list[Text]:
+    """The in-flight bound of a server: its limit, what is in flight, how fast it refuses."""
+    if not bound:
+        return []
+    if bound.get("mode") == "off":
+        return [Text("no in-flight bound", style="dim")]
+    in_flight = sum((bound.get("inFlight") or {}).values())
+    rate = "…" if shed_rate is None else f"{shed_rate:,.0f}/s"
+    return [
+        Text(f"bound {bound.get('limit')} {bound.get('mode')} · {in_flight} busy"),
+        Text.assemble("shed ", Text(rate, style="bold red" if shed_rate else "")),
+    ]
+
+
 class ServerPanel(StripPanel):
-    """The ``miri serve`` processes on the data dir, each with its health."""
+    """The ``miri serve`` processes on the data dir, each with its health and in-flight bound;
+    the panel keeps each server's last shed count to show the rate at which it refuses."""
 
     TITLE = "Server"
     servers: reactive[list[ServerInfo] | None] = reactive(None, always_update=True)
@@ -73,8 +88,22 @@ class ServerPanel(StripPanel):
     def __init__(self, data_dir: str, *, id: str) -> None:  # noqa: A002
         super().__init__(id=id)
         self.data_dir = data_dir
+        self._shed_seen: dict[int, tuple[float, int]] = {}  # pid -> (when, requests shed)
+        self.shed_rates: dict[int, float | None] = {}
 
     def watch_servers(self) -> None:
+        now = time.monotonic()
+        seen, rates = {}, {}
+        for s in self.servers or []:
+            if not s.overload or "shed" not in s.overload:
+                continue
+            total = sum(s.overload["shed"].values())
+            before = self._shed_seen.get(s.pid)
+            rates[s.pid] = None
+            if before and now > before[0] and total >= before[1]:
+                rates[s.pid] = (total - before[1]) / (now - before[0])
+            seen[s.pid] = (now, total)
+        self._shed_seen, self.shed_rates = seen, rates
         self.redraw()
 
     def content_for(self, snap: Snapshot | None) -> RenderableType:
@@ -95,6 +124,8 @@ class ServerPanel(StripPanel):
                 Text(s.url, style="bold cyan"),
             )
             table.add_row("", Text(f"pid {s.pid} · up {duration(now - s.started_at)} · {s.health}"))
+            for line in bound_lines(s.overload, self.shed_rates.get(s.pid)):
+                table.add_row("", line)
         if len(servers) > 1:
             table.add_row("", Text(f"{len(servers)} worker processes", style="dim"))
         return table

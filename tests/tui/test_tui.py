@@ -7,6 +7,7 @@ the command palette), and each test checks the shop's data changed, not only the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -546,3 +547,25 @@ def test_the_cli_registers_the_dashboard():
     result = CliRunner().invoke(app, ["dashboard", "--help"])
     assert result.exit_code == 0 and "--refresh" in result.output
     assert CliRunner().invoke(app, ["dashboard", "--refresh", "0"]).exit_code == 2
+
+
+async def test_server_panel_shows_the_in_flight_bound_and_the_shed_rate(settings, clock):
+    async with dashboard(settings, clock) as (app, pilot):
+        assert app.shop is not None
+        async with announced_server(app.shop, settings.data_dir):
+            await app.refresh_all()
+            await pilot.pause()
+            [found] = app.servers
+            assert found.overload is not None and found.overload["mode"] == "auto"
+            text = screen_text(app)
+            assert f"bound {found.overload['limit']} auto · 0 busy" in text and "shed …" in text
+        panel = app.query_one(ServerPanel)
+        bound = {**found.overload, "shed": {"orders": 0, "reads": 0, "admin": 0, "other": 0}}
+        panel.servers = [dataclasses.replace(found, overload=bound)]
+        await asyncio.sleep(0.05)
+        bound = {**bound, "shed": {"orders": 400, "reads": 100, "admin": 0, "other": 0}}
+        panel.servers = [dataclasses.replace(found, overload=bound)]
+        await pilot.pause()
+        rate = panel.shed_rates[found.pid]
+        assert rate is not None and rate > 0  # 500 refused since the last look
+        assert f"shed {rate:,.0f}/s" in screen_text(app)

@@ -8,6 +8,7 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
+from miri.server import limiter
 from miri.server.api import Api, ok
 from miri.server.keys import METRICS, OPENAPI, SHOP
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 )
 async def health(request: web.Request) -> web.Response:
     report = await request.app[SHOP].health()
+    bound = request.app.get(limiter.BOUND)
+    report["overload"] = bound.report() if bound else {"mode": "off"}
     if report["status"] != "ok":
         return web.Response(
             body=orjson.dumps(
@@ -40,6 +43,9 @@ STOCK_GAUGE_GOODS = 500  # the newest goods get a stock series; a scrape stays c
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text; gauges read at scrape time (live stock per goods, the bus backlog)."""
     shop, m = request.app[SHOP], request.app[METRICS]
+    bound = request.app.get(limiter.BOUND)
+    if bound and limiter.PUBLISHED in request.app:
+        limiter.publish(bound, m, request.app[limiter.PUBLISHED])
     try:
         listed, _ = await shop.goods.listing(0, STOCK_GAUGE_GOODS)
         for goods, stock in listed:

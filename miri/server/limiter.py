@@ -1,0 +1,308 @@
+"""A bound on the requests in flight in this worker, adapted to the latency it measures.
+
+Past its capacity a server that takes every request queues work it cannot finish in time: every
+buyer waits, times out and retries. With a bound, the requests over it get an immediate 503
+``UNAVAILABLE`` with ``Retry-After``, before any work is done (no token check, no body read,
+nothing reserved), and the ones inside it stay quick.
+
+The bound adapts like the gradient limit of Netflix's concurrency-limits, with a latency budget:
+every window of samples (orders and reads) compares the short-term latency in handlers (the
+window's mean) with a long-term average of it. Over the budget (``max_in_flight_latency``) the
+bound is cut at once in proportion; under it, while short and long agree, it grows by about its
+square root (room to find more throughput), and when latency rises above the long-term figure
+times a tolerance it shrinks in proportion. Never below the floor nor above the ceiling, where it
+starts: a burst the shop answers in time is never refused. A bound that is not used (fewer than
+half of it in flight) learns nothing: slow requests then are not the bound's doing.
+
+Health checks and metrics are never refused; admin requests have twice the bound, so they are the
+last refused. The hot path is a dict lookup, two integer compares and a few additions per request:
+``benchmarks/limiter.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from miri.config import Settings
+from miri.domain.events import new_event_id
+
+# Path classes: where a request goes, for the bound and for /metrics.
+EXEMPT = -1  # health and metrics: never bounded, never refused
+ORDERS, READS, ADMIN, OTHER = 0, 1, 2, 3
+CLASSES = ("orders", "reads", "admin", "other")
+
+ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
+WINDOW_SECONDS = 0.05  # a window closes after this long...
+WINDOW_SAMPLES = 20  # ...and at least this many samples
+TOLERANCE = 1.5  # short-term latency may be this much above the long-term before the bound shrinks
+LONG_WEIGHT = 0.05  # how fast the long-term latency follows the windows (~20 windows)
+SMOOTHING = 0.3  # how much of each window's new estimate is taken
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REFUSAL = orjson.dumps(
+    {
+        "code": -1,
+        "msg": "the shop is busy; try again in a moment",
+        "error": "UNAVAILABLE",
+        "data": None,
+    }
+)
+_EXEMPT_PATHS = ("/api/health", "/metrics")
+
+
+@dataclass(frozen=True)
+class BoundSettings:
+    """What ``MIRI_MAX_IN_FLIGHT`` and its companions ask for; ``None`` from :func:`parse` when off."""
+
+    adaptive: bool
+    floor: int
+    ceiling: int
+    fixed: int  # the bound when not adaptive; the first figure when adaptive
+    retry_after: int
+    latency: float  # seconds: the mean time in handlers the adaptive bound keeps under
+
+
+def parse(settings: Settings) -> BoundSettings | None:
+    """The bound the settings ask for, or None for ``off``. Raises ValueError on a bad value."""
+    raw = str(settings.max_in_flight).strip().lower()
+    floor, ceiling = settings.max_in_flight_floor, settings.max_in_flight_ceiling
+    if floor < 1 or ceiling < floor:
+        raise ValueError(
+            f"max_in_flight_floor ({floor}) must be at least 1 and at most"
+            f" max_in_flight_ceiling ({ceiling})"
+        )
+    retry_after, latency = settings.overload_retry_after, settings.max_in_flight_latency
+    if retry_after < 1:
+        raise ValueError("overload_retry_after must be at least 1 (seconds)")
+    if not 0 < latency <= 60:
+        raise ValueError(f"max_in_flight_latency must be over 0 and at most 60 s, not {latency}")
+    if raw == "off":
+        return None
+    if raw == "auto":  # start open: a burst the shop answers in time is never refused
+        return BoundSettings(True, floor, ceiling, ceiling, retry_after, latency)
+    try:
+        fixed = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"max_in_flight must be 'auto', 'off' or a whole number, not {raw!r}"
+        ) from None
+    if fixed < 1:
+        raise ValueError(f"max_in_flight must be at least 1, not {fixed}")
+    return BoundSettings(False, fixed, fixed, fixed, retry_after, latency)
+
+
+def classify(method: str, path: str) -> int:
+    """The path class of a request: what the bound counts it as."""
+    if path in _EXEMPT_PATHS:
+        return EXEMPT
+    if path.startswith("/api/admin/"):
+        return ADMIN
+    if path.startswith("/api/auth/orders") and method == "POST":
+        return ORDERS
+    if method in ("GET", "HEAD"):
+        return READS
+    return OTHER
+
+
+class InFlightBound:
+    """The bound and its figures for one worker process (one event loop: no locks needed)."""
+
+    __slots__ = (
+        "adaptive",
+        "floor",
+        "ceiling",
+        "limit",
+        "admin_limit",
+        "retry_after",
+        "latency",
+        "in_flight",
+        "in_flight_by",
+        "shed_by",
+        "_estimate",
+        "_long",
+        "_sum",
+        "_count",
+        "_peak",
+        "_window_end",
+        "_classes",
+    )
+
+    def __init__(self, config: BoundSettings) -> None:
+        self.adaptive = config.adaptive
+        self.floor = config.floor
+        self.ceiling = config.ceiling
+        self.retry_after = str(config.retry_after)
+        self.latency = config.latency
+        self.in_flight = 0
+        self.in_flight_by = [0] * len(CLASSES)
+        self.shed_by = [0] * len(CLASSES)
+        self._estimate = float(config.fixed)
+        self._long = 0.0  # long-term latency; 0 until the first window
+        self._sum = 0.0
+        self._count = 0
+        self._peak = 0  # most in flight during the window
+        self._window_end = 0.0
+        self._classes: dict[Any, int] = {}  # route -> path class, filled as routes are used
+        self.limit = config.fixed
+        self.admin_limit = config.fixed * ADMIN_FACTOR
+
+    def class_of(self, request: web.Request) -> int:
+        """The path class, looked up once per route (unmatched paths are classified each time)."""
+        route = request.match_info.route
+        found = self._classes.get(route)
+        if found is not None:
+            return found
+        found = classify(request.method, request.path)
+        if route.resource is not None:  # a system route (404, 405) is new for every request
+            self._classes[route] = found
+        return found
+
+    def sample(self, seconds: float, now: float) -> None:
+        """One answered request's time in the handler; closes the window when it is due."""
+        self._sum += seconds
+        self._count += 1
+        if now >= self._window_end and self._count >= WINDOW_SAMPLES:
+            self._adapt(now)
+
+    def _adapt(self, now: float) -> None:
+        short = self._sum / self._count
+        peak = self._peak
+        self._sum = 0.0
+        self._count = 0
+        self._peak = self.in_flight
+        self._window_end = now + WINDOW_SECONDS
+        long = self._long
+        long = short if long == 0.0 else long + (short - long) * LONG_WEIGHT
+        if long > 2 * short:  # latency fell for good (the work changed): catch up faster
+            long *= 0.9
+        self._long = long
+        if peak < self._estimate / 2:
+            return  # the bound is not what holds the work back: nothing learnt
+        estimate = self._estimate
+        if short > self.latency:
+            # Over the latency budget: cut at once, in proportion (at most by half).
+            estimate *= max(0.5, self.latency / short)
+        else:
+            gradient = max(0.5, min(1.0, TOLERANCE * long / short)) if short > 0 else 1.0
+            target = estimate * gradient + math.sqrt(estimate)
+            estimate += (target - estimate) * SMOOTHING
+        estimate = max(float(self.floor), min(float(self.ceiling), estimate))
+        self._estimate = estimate
+        self.limit = int(estimate)
+        self.admin_limit = self.limit * ADMIN_FACTOR
+
+    def refusal(self, request: web.Request) -> web.Response:
+        """503 UNAVAILABLE in the envelope, with Retry-After and the request id."""
+        given = request.headers.get("X-Request-Id")
+        rid = given if given and _REQUEST_ID.match(given) else new_event_id()
+        return web.Response(
+            body=_REFUSAL,
+            status=503,
+            headers={
+                "Content-Type": "application/json",
+                "Retry-After": self.retry_after,
+                "X-Request-Id": rid,
+            },
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The figures for /api/health and the dashboard."""
+        return {
+            "mode": "auto" if self.adaptive else "fixed",
+            "limit": self.limit,
+            "adminLimit": self.admin_limit,
+            "floor": self.floor,
+            "ceiling": self.ceiling,
+            "inFlight": dict(zip(CLASSES, self.in_flight_by, strict=True)),
+            "shed": dict(zip(CLASSES, self.shed_by, strict=True)),
+            "latencyMs": round(self._long * 1000, 3),  # the long-term mean in handlers
+            "latencyTargetMs": round(self.latency * 1000, 3),
+        }
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def middleware(bound: InFlightBound) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The first middleware: refuses what is over the bound, counts what is in flight."""
+    perf = time.perf_counter
+    in_flight_by, shed_by = bound.in_flight_by, bound.shed_by
+    adaptive = bound.adaptive
+
+    @web.middleware
+    async def bound_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+        kind = bound.class_of(request)
+        if kind == EXEMPT:
+            return await handler(request)
+        n = bound.in_flight
+        if n >= (bound.admin_limit if kind == ADMIN else bound.limit):
+            shed_by[kind] += 1
+            return bound.refusal(request)
+        n += 1
+        bound.in_flight = n
+        in_flight_by[kind] += 1
+        if n > bound._peak:
+            bound._peak = n
+        started = perf()
+        try:
+            return await handler(request)
+        finally:
+            bound.in_flight -= 1
+            in_flight_by[kind] -= 1
+            if adaptive and kind <= READS:  # slow by design (argon2, admin reports): not a signal
+                now = perf()
+                bound.sample(now - started, now)
+
+    return bound_in_flight
+
+
+PUBLISH_EVERY = 1.0  # seconds between copies of the figures into the metrics registry
+
+
+def publish(bound: InFlightBound, metrics: Any, published: list[int]) -> None:
+    """Copy the bound's figures into the Prometheus metrics (sheds as deltas since ``published``).
+
+    The hot path keeps plain integers; this runs once a second and at each scrape.
+    """
+    metrics.in_flight_limit.set(bound.limit)
+    for i, name in enumerate(CLASSES):
+        metrics.in_flight.labels(name).set(bound.in_flight_by[i])
+        delta = bound.shed_by[i] - published[i]
+        if delta:
+            metrics.shed.labels(name).inc(delta)
+            published[i] += delta
+
+
+def publisher(
+    bound: InFlightBound, metrics: Any
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that keeps the metrics up to date while the app runs."""
+    import asyncio
+
+    published = [0] * len(CLASSES)
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                publish(bound, metrics, published)
+                await asyncio.sleep(PUBLISH_EVERY)
+
+        task = asyncio.create_task(loop())
+        app[PUBLISHED] = published
+        yield
+        task.cancel()
+        publish(bound, metrics, published)
+
+    return run
+
+
+BOUND: web.AppKey[InFlightBound | None] = web.AppKey("in_flight_bound")
+PUBLISHED: web.AppKey[list[int]] = web.AppKey("in_flight_published")

@@ -1,0 +1,280 @@
+"""The in-flight bound on a real `miri serve` driven past it: quick 503s, nothing reserved.
+
+The server runs as a subprocess with a small fixed bound (MIRI_MAX_IN_FLIGHT=4), so hundreds of
+concurrent buyers on as many connections put it over the bound for real. The refused get 503
+UNAVAILABLE with Retry-After; the accepted orders are stored and the stock identity holds to the
+unit; health checks are always answered; and a SIGKILL in the middle of an overloaded sale loses
+no accepted order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+
+from miri.infra.processes import free_port
+from tests.support.servers import (
+    query,
+    register_goods,
+    sale_accounts,
+    start_server,
+    stop_server,
+    wait_drained,
+)
+
+BOUND = "4"
+BUYERS = 200
+STOCK = 500  # more than the orders that get in, so every refusal is the bound's, not SOLD_OUT
+ADDRESS = "Seoul 1"
+# Production password-hash cost: each login is real work off the event loop, long enough to
+# keep the bound full while the probes are sent.
+SLOW_LOGIN = {"MIRI_ARGON2_MEMORY_KIB": "19456", "MIRI_ARGON2_TIME_COST": "2"}
+
+
+def _order(goods_id: int) -> dict[str, Any]:
+    return {"goodsId": goods_id, "quantity": 1, "address": ADDRESS}
+
+
+async def _answer(resp: aiohttp.ClientResponse) -> tuple[int, dict[str, Any], Any]:
+    return resp.status, CIMultiDict(resp.headers), await resp.json(content_type=None)
+
+
+def _assert_refusal(status: int, headers: dict[str, Any], body: Any) -> None:
+    assert status == 503, (status, body)
+    assert body["code"] == -1 and body["error"] == "UNAVAILABLE", body
+    assert int(headers["Retry-After"]) >= 1, headers
+    assert headers.get("X-Request-Id"), headers
+
+
+def _shed_counts(text: str) -> dict[str, float]:
+    return {
+        m[1]: float(m[2])
+        for m in re.finditer(r'^miri_requests_shed_total\{path_class="(\w+)"\} (\S+)$', text, re.M)
+    }
+
+
+def _held(data_dir: Path, goods_id: int) -> int:
+    [(held,)] = query(
+        data_dir,
+        "SELECT COALESCE(SUM(quantity), 0) FROM order_items WHERE goods_id = ?"
+        " AND stock_released = 0",
+        goods_id,
+    )
+    return held
+
+
+@pytest.mark.timeout(180)
+async def test_orders_over_the_bound_get_quick_503s_and_reserve_nothing(data_dir: Path) -> None:
+    seller, tokens = await sale_accounts(data_dir, BUYERS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(data_dir, port, env={"MIRI_MAX_IN_FLIGHT": BOUND})
+    answers: list[tuple[int, dict[str, Any], Any]] = []
+    health: list[int] = []
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            goods_id = await register_goods(http, base, seller, "Overload Tee", STOCK)
+            start = asyncio.Event()
+
+            async def buyer(token: str) -> None:
+                await start.wait()
+                headers = {"Authorization": f"Bearer {token}"}
+                for _ in range(2):
+                    url = f"{base}/api/auth/orders"
+                    async with http.post(url, json=_order(goods_id), headers=headers) as resp:
+                        answers.append(await _answer(resp))
+
+            async def prober() -> None:
+                await start.wait()
+                for _ in range(20):
+                    async with http.get(f"{base}/api/health") as resp:
+                        health.append(resp.status)
+                    await asyncio.sleep(0.005)
+
+            tasks = [asyncio.create_task(buyer(t)) for t in tokens]
+            tasks.append(asyncio.create_task(prober()))
+            await asyncio.sleep(0.2)  # every connection waiting at the start line
+            start.set()
+            await asyncio.gather(*tasks)
+
+            drained = await wait_drained(base)
+            async with http.get(f"{base}/api/goods/{goods_id}/stock") as resp:
+                live = (await resp.json())["data"]["stockQuantity"]
+            async with http.get(f"{base}/metrics") as resp:
+                shed = _shed_counts(await resp.text())
+            async with http.get(f"{base}/api/health") as resp:
+                overload = (await resp.json())["data"]["overload"]
+    finally:
+        assert stop_server(proc) == 0
+
+    statuses = [a[0] for a in answers]
+    accepted = [a[2]["data"] for a in answers if a[0] == 201]
+    refused = [a for a in answers if a[0] == 503]
+    assert len(answers) == 2 * BUYERS
+    assert set(statuses) <= {201, 503}, sorted(set(statuses))
+    assert accepted and refused, "the burst should go past a bound of 4 and still sell"
+    for status, headers, body in refused:
+        _assert_refusal(status, headers, body)
+    assert health == [200] * 20, health  # health is never shed
+    assert shed.get("orders") == len(refused), (shed, len(refused))
+    assert overload["mode"] == "fixed" and overload["limit"] == int(BOUND), overload
+    assert overload["shed"]["orders"] == len(refused), overload
+    assert drained["bus"]["deadLetters"] == 0
+
+    # Every 201 is stored; nothing else is: the refused reserved no unit.
+    items = {i["orderDetailId"] for order in accepted for i in order["items"]}
+    stored = {
+        r[0] for r in query(data_dir, "SELECT id FROM order_items WHERE goods_id = ?", goods_id)
+    }
+    assert items == stored, (len(items), len(stored))
+    held = _held(data_dir, goods_id)  # the simulated buyer abandons some payments: released
+    assert live + held == STOCK, (live, held)  # live stock + stored orders = total, exactly
+
+
+@pytest.mark.timeout(180)
+async def test_over_the_bound_nothing_is_checked_and_admin_and_health_get_in(
+    data_dir: Path,
+) -> None:
+    """While slow logins hold the bound, a request with a bad token or a broken body is refused
+    with 503 (no token check, no body read); health and an admin's request are still served."""
+    seller, _ = await sale_accounts(data_dir, 1)
+    from miri.shop import open_shop
+    from tests.support.shop import add_user, make_settings
+
+    async with open_shop(make_settings(data_dir)) as shop:
+        _, admin = await add_user(shop, "admin@example.com", admin=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(data_dir, port, env={"MIRI_MAX_IN_FLIGHT": BOUND, **SLOW_LOGIN})
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            stop = asyncio.Event()
+
+            async def login_loop() -> None:  # keeps the bound full with real, slow work
+                body = {"email": "nobody@example.com", "password": "wrong-password-1!"}
+                while not stop.is_set():
+                    async with http.post(f"{base}/api/login", json=body) as resp:
+                        await resp.read()
+
+            async def until_refused(send) -> tuple[int, dict[str, Any], Any]:
+                # A slot may free between two logins; over a few tries one lands on a full bound.
+                for _ in range(200):
+                    status, headers, body = await send()
+                    if status == 503:
+                        return status, headers, body
+                    await asyncio.sleep(0.002)
+                raise AssertionError(f"never refused; last answer {status} {body}")
+
+            async def bad_token():
+                async with http.post(
+                    f"{base}/api/auth/orders",
+                    json=_order(1),
+                    headers={"Authorization": "Bearer not-a-token"},
+                ) as resp:
+                    status, headers, body = await _answer(resp)
+                assert status in (401, 503), (status, body)
+                return status, headers, body
+
+            async def broken_body():
+                async with http.post(
+                    f"{base}/api/users",
+                    data=b"{not json",
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    status, headers, body = await _answer(resp)
+                assert status in (400, 503), (status, body)
+                return status, headers, body
+
+            loggers = [asyncio.create_task(login_loop()) for _ in range(8)]
+            try:
+                while True:  # until the server says the bound is full
+                    async with http.get(f"{base}/api/health") as resp:
+                        assert resp.status == 200
+                        report = (await resp.json())["data"]["overload"]
+                    if report["inFlight"]["other"] >= int(BOUND):
+                        break
+                    await asyncio.sleep(0.01)
+                _assert_refusal(*await until_refused(bad_token))
+                _assert_refusal(*await until_refused(broken_body))
+                for _ in range(5):  # the bound is full, and these still get in
+                    async with http.get(f"{base}/api/health") as resp:
+                        assert resp.status == 200
+                    async with http.get(
+                        f"{base}/api/admin/stats", headers={"Authorization": f"Bearer {admin}"}
+                    ) as resp:
+                        assert resp.status == 200, await resp.text()
+                    async with http.get(f"{base}/metrics") as resp:
+                        assert resp.status == 200
+            finally:
+                stop.set()
+                await asyncio.gather(*loggers)
+            async with http.get(f"{base}/metrics") as resp:
+                shed = _shed_counts(await resp.text())
+        assert shed.get("other", 0) >= 1 and shed.get("orders", 0) >= 1, shed
+        assert shed.get("admin", 0) == 0, shed
+    finally:
+        assert stop_server(proc) == 0
+    assert query(data_dir, "SELECT COUNT(*) FROM order_items") == [(0,)]
+
+
+@pytest.mark.timeout(240)
+async def test_sigkill_during_an_overloaded_sale_loses_no_accepted_order(data_dir: Path) -> None:
+    seller, tokens = await sale_accounts(data_dir, BUYERS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"MIRI_MAX_IN_FLIGHT": BOUND}
+    proc = start_server(data_dir, port, env=env)
+    accepted: set[int] = set()
+    refused = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        goods_id = await register_goods(http, base, seller, "Crash Tee", STOCK * 4)
+
+        async def buyer(token: str) -> None:
+            nonlocal refused
+            headers = {"Authorization": f"Bearer {token}"}
+            while proc.poll() is None:
+                try:
+                    url = f"{base}/api/auth/orders"
+                    async with http.post(url, json=_order(goods_id), headers=headers) as resp:
+                        if resp.status == 201:
+                            body = await resp.json()
+                            accepted.update(i["orderDetailId"] for i in body["data"]["items"])
+                        elif resp.status == 503:
+                            refused += 1
+                except (TimeoutError, aiohttp.ClientError):
+                    return  # the server died under this request: no promise was made
+
+        async def killer() -> None:
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+            proc.send_signal(signal.SIGKILL)
+
+        await asyncio.gather(killer(), *(buyer(t) for t in tokens))
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert accepted and refused, (len(accepted), refused)
+
+    proc = start_server(data_dir, port, env=env)
+    try:
+        await wait_drained(base)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/api/goods/{goods_id}/stock") as resp:
+                live = (await resp.json())["data"]["stockQuantity"]
+    finally:
+        assert stop_server(proc) == 0
+    stored = {
+        r[0] for r in query(data_dir, "SELECT id FROM order_items WHERE goods_id = ?", goods_id)
+    }
+    assert accepted <= stored, f"accepted orders lost: {sorted(accepted - stored)[:10]}"
+    assert live + _held(data_dir, goods_id) == STOCK * 4

@@ -1,0 +1,107 @@
+"""The in-flight bound: its settings, its path classes and how it adapts to latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miri.config import SettingsError, load_settings
+from miri.server import limiter
+from miri.server.limiter import ADMIN, EXEMPT, ORDERS, OTHER, READS, InFlightBound, classify
+
+
+def _bound(tmp_path: Path, **values: object) -> InFlightBound:
+    config = limiter.parse(load_settings(data_dir=tmp_path, env={}, **values))
+    assert config is not None
+    return InFlightBound(config)
+
+
+def test_settings_from_env_toml_and_flags(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, env={}).max_in_flight == "auto"
+    env = {"MIRI_MAX_IN_FLIGHT": "off"}
+    assert limiter.parse(load_settings(data_dir=tmp_path, env=env)) is None
+    (tmp_path / "miri.toml").write_text("max_in_flight = 40\nmax_in_flight_floor = 2\n")
+    config = limiter.parse(load_settings(data_dir=tmp_path, env={}))
+    assert config is not None and (config.adaptive, config.fixed) == (False, 40)
+    flagged = limiter.parse(load_settings(data_dir=tmp_path, env={}, max_in_flight="auto"))
+    assert flagged is not None and flagged.adaptive and flagged.floor == 2
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"max_in_flight": "lots"},
+        {"max_in_flight": "0"},
+        {"max_in_flight_floor": 0},
+        {"max_in_flight_floor": 100, "max_in_flight_ceiling": 50},
+        {"overload_retry_after": 0},
+        {"max_in_flight_latency": 0},
+    ],
+)
+def test_bad_settings_are_refused(tmp_path: Path, values: dict[str, object]) -> None:
+    with pytest.raises(SettingsError):
+        load_settings(data_dir=tmp_path, env={}, **values)
+
+
+def test_path_classes() -> None:
+    assert classify("GET", "/api/health") == EXEMPT
+    assert classify("GET", "/metrics") == EXEMPT
+    assert classify("POST", "/api/auth/orders") == ORDERS
+    assert classify("POST", "/api/auth/orders/from-wishlist") == ORDERS
+    assert classify("GET", "/api/auth/orders") == READS
+    assert classify("GET", "/api/goods/7/stock") == READS
+    assert classify("GET", "/api/admin/stats") == ADMIN
+    assert classify("POST", "/api/login") == OTHER
+
+
+def _windows(bound: InFlightBound, latency: float, count: int, now: float) -> float:
+    """``count`` windows of samples at ``latency`` s with the bound full; the clock after."""
+    for _ in range(count):
+        bound.in_flight = bound.limit  # the bound is what holds the work back
+        bound._peak = bound.limit
+        for _ in range(limiter.WINDOW_SAMPLES):
+            bound.sample(latency, now)
+        now += limiter.WINDOW_SECONDS
+    return now
+
+
+def test_adaptive_bound_starts_open_cuts_over_budget_and_grows_back(tmp_path: Path) -> None:
+    bound = _bound(tmp_path, max_in_flight_floor=8, max_in_flight_ceiling=400)
+    assert bound.limit == 400  # a fresh server refuses nothing it can answer in time
+    now = _windows(bound, 0.200, 3, 1.0)  # four times the 50 ms budget: cut at once
+    assert bound.limit <= 400 * 0.5**2
+    now = _windows(bound, 0.500, 50, now)
+    assert bound.limit == 8  # never below the floor
+    now = _windows(bound, 0.010, 30, now)  # well inside the budget, and the bound is full
+    grown = bound.limit
+    assert grown > 8 * 2
+    now = _windows(bound, 0.010, 400, now)
+    assert bound.limit == 400  # never above the ceiling
+    assert bound.admin_limit == 400 * limiter.ADMIN_FACTOR
+
+
+def test_a_rise_in_latency_under_the_budget_still_shrinks_the_bound(tmp_path: Path) -> None:
+    bound = _bound(tmp_path, max_in_flight_latency=1.0)
+    now = _windows(bound, 0.010, 40, 1.0)
+    assert bound.limit == 512
+    _windows(bound, 0.060, 10, now)  # six times the long-term figure, far under 1 s
+    assert bound.limit < 300
+
+
+def test_an_unused_bound_learns_nothing(tmp_path: Path) -> None:
+    bound = _bound(tmp_path)
+    now = 1.0
+    for _ in range(50):  # two requests in flight at most, slow ones: not the bound's doing
+        bound._peak = 2
+        for _ in range(limiter.WINDOW_SAMPLES):
+            bound.sample(0.5, now)
+        now += limiter.WINDOW_SECONDS
+    assert bound.limit == 512
+
+
+def test_fixed_bound_reports_itself(tmp_path: Path) -> None:
+    bound = _bound(tmp_path, max_in_flight="4")
+    report = bound.report()
+    assert report["mode"] == "fixed" and report["limit"] == 4 and report["adminLimit"] == 8
+    assert report["inFlight"] == {"orders": 0, "reads": 0, "admin": 0, "other": 0}
