@@ -14,7 +14,8 @@ times a tolerance it shrinks in proportion. Never below the floor nor above the 
 starts: a burst the shop answers in time is never refused. A bound that is not used (fewer than
 half of it in flight) learns nothing: slow requests then are not the bound's doing.
 
-Health checks and metrics are never refused; admin requests have twice the bound, so they are the
+Health checks and metrics are never refused, nor are event streams (they stay open, idle, and a
+browser's EventSource does not come back after a 503); admin requests have twice the bound, so they are the
 last refused. The hot path is a dict lookup, two integer compares and a few additions per request:
 ``benchmarks/limiter.py`` measures it.
 """
@@ -36,8 +37,8 @@ from miri.domain.events import new_event_id
 
 # Path classes: where a request goes, for the bound and for /metrics.
 EXEMPT = -1  # health and metrics: never bounded, never refused
-ORDERS, READS, ADMIN, OTHER = 0, 1, 2, 3
-CLASSES = ("orders", "reads", "admin", "other")
+ORDERS, READS, ADMIN, OTHER, STREAMS = 0, 1, 2, 3, 4
+CLASSES = ("orders", "reads", "admin", "other", "streams")
 
 ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
 WINDOW_SECONDS = 0.05  # a window closes after this long...
@@ -103,6 +104,10 @@ def classify(method: str, path: str) -> int:
     """The path class of a request: what the bound counts it as."""
     if path in _EXEMPT_PATHS:
         return EXEMPT
+    if path.endswith("/stream"):
+        # Server-sent events stay open for minutes: counting them would fill the bound with
+        # idle waiters, and a browser's EventSource gives up for good on a 503.
+        return STREAMS
     if path.startswith("/api/admin/"):
         return ADMIN
     if path.startswith("/api/auth/orders") and method == "POST":
@@ -242,6 +247,12 @@ def middleware(bound: InFlightBound) -> Callable[..., Awaitable[web.StreamRespon
         kind = bound.class_of(request)
         if kind == EXEMPT:
             return await handler(request)
+        if kind == STREAMS:  # counted for /metrics only
+            in_flight_by[STREAMS] += 1
+            try:
+                return await handler(request)
+            finally:
+                in_flight_by[STREAMS] -= 1
         n = bound.in_flight
         if n >= (bound.admin_limit if kind == ADMIN else bound.limit):
             shed_by[kind] += 1

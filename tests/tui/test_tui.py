@@ -560,10 +560,16 @@ async def test_server_panel_shows_the_in_flight_bound_and_the_shed_rate(settings
             text = screen_text(app)
             assert f"bound {found.overload['limit']} auto · 0 busy" in text and "shed …" in text
         panel = app.query_one(ServerPanel)
-        bound = {**found.overload, "shed": {"orders": 0, "reads": 0, "admin": 0, "other": 0}}
+        bound = {
+            **found.overload,
+            "shed": {"orders": 0, "reads": 0, "admin": 0, "other": 0, "streams": 0},
+        }
         panel.servers = [dataclasses.replace(found, overload=bound)]
         await asyncio.sleep(0.05)
-        bound = {**bound, "shed": {"orders": 400, "reads": 100, "admin": 0, "other": 0}}
+        bound = {
+            **bound,
+            "shed": {"orders": 400, "reads": 100, "admin": 0, "other": 0, "streams": 0},
+        }
         panel.servers = [dataclasses.replace(found, overload=bound)]
         await pilot.pause()
         rate = panel.shed_rates[found.pid]

@@ -8,7 +8,16 @@ import pytest
 
 from miri.config import SettingsError, load_settings
 from miri.server import limiter
-from miri.server.limiter import ADMIN, EXEMPT, ORDERS, OTHER, READS, InFlightBound, classify
+from miri.server.limiter import (
+    ADMIN,
+    EXEMPT,
+    ORDERS,
+    OTHER,
+    READS,
+    STREAMS,
+    InFlightBound,
+    classify,
+)
 
 
 def _bound(tmp_path: Path, **values: object) -> InFlightBound:
@@ -53,6 +62,7 @@ def test_path_classes() -> None:
     assert classify("GET", "/api/goods/7/stock") == READS
     assert classify("GET", "/api/admin/stats") == ADMIN
     assert classify("POST", "/api/login") == OTHER
+    assert classify("GET", "/api/auth/goods/3/queue/stream") == STREAMS
 
 
 def _windows(bound: InFlightBound, latency: float, count: int, now: float) -> float:
@@ -104,4 +114,4 @@ def test_fixed_bound_reports_itself(tmp_path: Path) -> None:
     bound = _bound(tmp_path, max_in_flight="4")
     report = bound.report()
     assert report["mode"] == "fixed" and report["limit"] == 4 and report["adminLimit"] == 8
-    assert report["inFlight"] == {"orders": 0, "reads": 0, "admin": 0, "other": 0}
+    assert report["inFlight"] == {"orders": 0, "reads": 0, "admin": 0, "other": 0, "streams": 0}
