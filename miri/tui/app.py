@@ -30,7 +30,7 @@ from textual.widgets import Footer, Header
 from textual.worker import Worker
 
 from miri.config import Settings
-from miri.domain.errors import ShopError
+from miri.domain.errors import ShopError, ValidationFailed
 from miri.infra.clock import Clock
 from miri.shop import Shop, open_shop
 from miri.tui import actions, data, look
@@ -45,7 +45,7 @@ from miri.tui.screens import (
     number_form,
     ship_form,
 )
-from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable
+from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable, RoomsTable
 
 log = logging.getLogger(__name__)
 RECONNECT_EVERY = 5.0  # seconds between attempts to open a shop that failed to open
@@ -67,6 +67,7 @@ class DashboardApp(App[None]):
         Binding("p", "ship_order", "Ship"),
         Binding("j", "run_job", "Run job"),
         Binding("d", "replay_dead_letters", "Replay dead"),
+        Binding("w", "room_rate", "Room rate"),
         Binding("b", "bench", "Benchmark"),
         Binding("f5", "refresh_now", "Refresh", show=False),
         Binding("q", "quit", "Quit"),
@@ -125,6 +126,7 @@ class DashboardApp(App[None]):
             yield OrdersTable(zone, id="orders", zebra_stripes=True).data_bind(app.snapshot)
             with Vertical(id="side"):
                 yield JobsTable(zone, id="jobs").data_bind(app.snapshot, app.servers)
+                yield RoomsTable(zone, id="rooms").data_bind(app.snapshot)
                 yield DeadLettersTable(zone, id="dead").data_bind(app.snapshot)
         yield Footer()
 
@@ -322,6 +324,42 @@ class DashboardApp(App[None]):
             return stock
 
         self.push_screen(number_form(f"Restock {name}", "Units to add", 10, submit))
+
+    def action_room_rate(self) -> None:
+        """Change the admission rate of the waiting room selected in its table."""
+        if self._need_shop() is None:
+            return
+        table = self.query_one(RoomsTable)
+        key = table.selected_key()
+        if key is None:
+            self.notify("select a waiting room first", severity="warning")
+            return
+        goods_id = int(key)
+        room = next(
+            (r for r in (self.snapshot.rooms if self.snapshot else []) if r["goodsId"] == goods_id),
+            None,
+        )
+        current = room["admitPerSecond"] if room else 50
+
+        async def submit(values: dict[str, Any]) -> int:
+            shop = self.shop
+            if shop is None:
+                raise FormError({"quantity": "the shop is not open yet"})
+            try:
+                await shop.queue.set_rate(goods_id, values["quantity"])
+            except ValidationFailed as exc:
+                raise FormError(
+                    {"quantity": next(iter((exc.data or {}).values()), exc.message)}
+                ) from None
+            self.notify(
+                f"goods {goods_id}: {values['quantity']:,} admitted per second", title="Room rate"
+            )
+            await self.refresh_all()
+            return values["quantity"]
+
+        self.push_screen(
+            number_form(f"Waiting room of goods {goods_id}", "Admitted per second", current, submit)
+        )
 
     def action_open_sale(self) -> None:
         goods_id = self._selected(GoodsTable, "goods")

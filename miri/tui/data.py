@@ -134,6 +134,7 @@ class Snapshot:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[JobRow] = field(default_factory=list)
     hosts: list[HostRow] = field(default_factory=list)  # serving processes, on any machine
+    rooms: list[dict[str, Any]] = field(default_factory=list)  # waiting rooms' figures
     health: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
     sqlite: dict[str, Any] = field(default_factory=dict)
@@ -246,6 +247,9 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
     async def hosts() -> None:
         snap.hosts = await shop.hosts.live()
 
+    async def rooms() -> None:
+        snap.rooms = await shop.queue.statuses()
+
     parts: dict[str, Callable[[], Awaitable[None]]] = {
         "goods": goods,
         "orders": orders,
@@ -257,6 +261,7 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
         "sqlite": sqlite,
         "jobs": jobs,
         "hosts": hosts,
+        "rooms": rooms,
     }
     results = await asyncio.gather(*(fn() for fn in parts.values()), return_exceptions=True)
     for name, result in zip(parts, results, strict=True):

@@ -244,3 +244,55 @@ class DeadLettersTable(TablePanel):
     def rows_of(self, snap: Snapshot) -> Iterable[tuple[str, tuple[Any, ...]]]:
         for d in snap.dead_letters:
             yield f"{d['eventId']}:{d['consumer']}", dead_cells(d, self.zone)
+
+
+# -- waiting rooms -----------------------------------------------------------------------------------
+class RoomsTable(TablePanel):
+    """Each waiting room live: line length, admitted per second, passes used vs expired, rate.
+
+    Admitted per second is measured here, between two snapshots, from the room's count of
+    admissions; the table keeps the previous count per goods as its own state.
+    """
+
+    TITLE = "Waiting rooms"
+    COLUMNS = ("goods", "in line", "admitted/s", "holding", "used", "expired", "rate", "state")
+
+    def __init__(self, zone: tzinfo, *, id: str, zebra_stripes: bool = False) -> None:  # noqa: A002
+        super().__init__(zone, id=id, zebra_stripes=zebra_stripes)
+        self._seen: dict[int, tuple[datetime, int]] = {}  # goods -> (when, admitted so far)
+
+    def subtitle(self, snap: Snapshot) -> str:
+        return "w sets the rate" if snap.rooms else "none · goods opt in with waitingRoom"
+
+    def admitted_per_second(self, room: dict[str, Any], at: datetime) -> float | None:
+        goods_id, total = room["goodsId"], room["admittedTotal"]
+        before = self._seen.get(goods_id)
+        self._seen[goods_id] = (at, total)
+        if before is None or at <= before[0]:
+            return None
+        return max(total - before[1], 0) / (at - before[0]).total_seconds()
+
+    def rows_of(self, snap: Snapshot) -> Iterable[tuple[str, tuple[Any, ...]]]:
+        for room in snap.rooms:
+            rate = self.admitted_per_second(room, snap.taken_at)
+            if room["saleSoldOut"]:
+                state = Text("sold out", style="red")
+            elif not room["enabled"]:
+                state = Text("off", style="dim")
+            elif not room["opened"]:
+                state = Text(f"pre-queue {room['preQueue']:,}", style="yellow")
+            else:
+                state = Text("admitting", style="green")
+            yield (
+                str(room["goodsId"]),
+                (
+                    str(room["goodsId"]),
+                    f"{room['waiting']:,}",
+                    "-" if rate is None else f"{rate:,.1f}",
+                    f"{room['admitted']:,}",
+                    f"{room['used']:,}",
+                    f"{room['expired']:,}",
+                    f"{room['admitPerSecond']:,}/s",
+                    state,
+                ),
+            )
