@@ -121,12 +121,13 @@ class DashboardApp(App[None]):
             yield PaymentsPanel(id="payments").data_bind(app.snapshot)
         with Horizontal(id="middle"):
             yield GoodsTable(zone, id="goods", zebra_stripes=True).data_bind(app.snapshot)
-            yield OrderRateChart(id="chart").data_bind(app.snapshot)
+            with Vertical(id="middle-side"):
+                yield OrderRateChart(id="chart").data_bind(app.snapshot)
+                yield RoomsTable(zone, id="rooms").data_bind(app.snapshot)
         with Horizontal(id="bottom"):
             yield OrdersTable(zone, id="orders", zebra_stripes=True).data_bind(app.snapshot)
             with Vertical(id="side"):
                 yield JobsTable(zone, id="jobs").data_bind(app.snapshot, app.servers)
-                yield RoomsTable(zone, id="rooms").data_bind(app.snapshot)
                 yield DeadLettersTable(zone, id="dead").data_bind(app.snapshot)
         yield Footer()
 

@@ -26,6 +26,7 @@ PANELS = {
     "#orders": "Latest orders",
     "#jobs": "Scheduled jobs",
     "#dead": "Dead letters",
+    "#rooms": "Waiting rooms",
 }
 
 
