@@ -59,6 +59,10 @@ class Settings:
     max_in_flight_latency: float = 0.05  # seconds: mean time in handlers "auto" keeps under
     overload_retry_after: int = 1  # seconds, in the Retry-After of a 503 over the bound
     stock_sync_interval: float = 5.0
+    # How orders get paid: "checkout" (hosted checkout + signed webhooks; the built-in test
+    # provider here) or "simulated" (the original's simulated buyer, for benchmarks and demos).
+    payment_provider: str = "checkout"
+    payment_webhook_secret: str | None = None  # None: generated into the data dir's keys
     payment_abandon_rate: float = 0.2
     payment_seed: int | None = None
     payment_timeout: int = 900  # seconds an item may stay PAYMENT_PENDING

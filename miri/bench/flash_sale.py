@@ -205,6 +205,7 @@ def server_env(settings: Settings, strategy: str) -> dict[str, str]:
     env = {
         "MIRI_DATA_DIR": str(settings.data_dir),
         "MIRI_RATE_LIMITS": "off",
+        "MIRI_PAYMENT_PROVIDER": settings.payment_provider,
         "MIRI_PAYMENT_ABANDON_RATE": repr(settings.payment_abandon_rate),
         "MIRI_STOCK_STRATEGY": strategy,
         "MIRI_LOG_LEVEL": "WARNING",
@@ -753,6 +754,9 @@ def bench_settings(
     return load_settings(
         data_dir=data_dir,
         rate_limits=False,
+        # The simulated buyer pays behind each order, whatever a shop's default provider: the
+        # figures stay comparable with every earlier run.
+        payment_provider="simulated",
         payment_abandon_rate=opts.payment_abandon_rate,
         payment_seed=opts.payment_seed,
         stock_strategy=strategy,

@@ -12,7 +12,7 @@ app = typer.Typer(help="The shop's signing and data keys.")
 
 @app.command("show")
 def show(data_dir: DataDir = None, as_json: Json = False) -> None:
-    """Print the JWT and data keys as environment lines, to start more hosts on one database.
+    """Print the JWT, data and payment-webhook keys as environment lines, to start more hosts on one database.
 
     Keep the output secret: anyone with the JWT key can sign tokens, and the data key decrypts
     every buyer's personal data.
@@ -23,6 +23,7 @@ def show(data_dir: DataDir = None, as_json: Json = False) -> None:
     values = {
         "MIRI_JWT_SECRET": secrets.jwt_secret(settings),
         "MIRI_DATA_KEY": secrets.data_key(settings),
+        "MIRI_PAYMENT_WEBHOOK_SECRET": secrets.payment_webhook_secret(settings),
     }
     emit(
         values, as_json, lambda d: [console.print(f"{k}={v}", soft_wrap=True) for k, v in d.items()]

@@ -207,4 +207,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX password_resets_user ON password_resets (user_id);
     """,
+    # 5: payments through a hosted checkout. The shop's side: one checkout session per order
+    # (the provider's paymentId) and, per payment, its session and when money was taken and given
+    # back (the facts a refund goes by). The built-in test provider's side: what a remote
+    # provider would keep about its checkouts and refunds.
+    """
+    CREATE TABLE checkout_sessions (
+        payment_id TEXT PRIMARY KEY,
+        order_id BIGINT NOT NULL UNIQUE,
+        user_id BIGINT NOT NULL,
+        amount BIGINT NOT NULL,
+        provider TEXT NOT NULL,
+        checkout_url TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('OPEN', 'PAID', 'FAILED')),
+        expires_at DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE payments ADD COLUMN session_id TEXT;
+    ALTER TABLE payments ADD COLUMN paid_at DOUBLE PRECISION;
+    ALTER TABLE payments ADD COLUMN refunded_at DOUBLE PRECISION;
+    CREATE INDEX payments_session ON payments (session_id);
+    CREATE INDEX payments_order ON payments (order_id);
+    CREATE TABLE provider_checkouts (
+        id TEXT PRIMARY KEY,
+        amount BIGINT NOT NULL,
+        lines TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('OPEN', 'PAID', 'CANCELED')),
+        expires_at DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE provider_refunds (
+        idempotency_key TEXT PRIMARY KEY,
+        checkout_id TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )
+    """,
 ]

@@ -216,4 +216,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX password_resets_user ON password_resets (user_id)
     """,
+    # 6: payments through a hosted checkout. The shop's side: one checkout session per order
+    # (the provider's paymentId) and, per payment, its session and when money was taken and given
+    # back (the facts a refund goes by). The built-in test provider's side: what a remote
+    # provider would keep about its checkouts and refunds.
+    """
+    CREATE TABLE checkout_sessions (
+        payment_id TEXT PRIMARY KEY,
+        order_id INTEGER NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        checkout_url TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('OPEN', 'PAID', 'FAILED')),
+        expires_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    ALTER TABLE payments ADD COLUMN session_id TEXT;
+    ALTER TABLE payments ADD COLUMN paid_at REAL;
+    ALTER TABLE payments ADD COLUMN refunded_at REAL;
+    CREATE INDEX payments_session ON payments (session_id);
+    CREATE INDEX payments_order ON payments (order_id);
+    CREATE TABLE provider_checkouts (
+        id TEXT PRIMARY KEY,
+        amount INTEGER NOT NULL,
+        lines TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('OPEN', 'PAID', 'CANCELED')),
+        expires_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE provider_refunds (
+        idempotency_key TEXT PRIMARY KEY,
+        checkout_id TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
 ]

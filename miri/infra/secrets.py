@@ -76,6 +76,20 @@ def data_key(settings: Settings) -> str:
     return _shared_or_local(settings, settings.data_key, "data.key", "MIRI_DATA_KEY")
 
 
+def payment_webhook_secret(settings: Settings) -> str:
+    """The key the payment provider signs its webhooks with (``MIRI_PAYMENT_WEBHOOK_SECRET``).
+
+    A real provider hands it out and the operator sets it; the built-in test provider signs with
+    the same key, so a lone shop may generate one. Hosts of a shared database must share it.
+    """
+    return _shared_or_local(
+        settings,
+        settings.payment_webhook_secret,
+        "payment-webhook.key",
+        "MIRI_PAYMENT_WEBHOOK_SECRET",
+    )
+
+
 def redis_password(settings: Settings, *, create: bool) -> str | None:
     """The embedded Redis's password: made when it must listen on TCP (for a replica).
 

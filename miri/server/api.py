@@ -104,6 +104,8 @@ class Route:
     headers: tuple[str, ...] = ()  # request headers it reads, named in REQUEST_HEADERS
     cache: str | None = None  # its Cache-Control: answers carry ETag, If-None-Match gets 304
     media_type: str = "application/json"  # of the success answer; other types are not enveloped
+    also: tuple[int, ...] = ()  # further success statuses (200 for a resource that existed)
+    raw_body: type[BaseModel] | None = None  # described only: the handler reads the bytes
 
 
 class Api:
@@ -127,6 +129,8 @@ class Api:
         headers: tuple[str, ...] = (),
         cache: str | None = None,
         media_type: str = "application/json",
+        also: tuple[int, ...] = (),
+        raw_body: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             async def handler(request: web.Request) -> web.StreamResponse:
@@ -153,6 +157,8 @@ class Api:
                     tuple(headers),
                     cache,
                     media_type,
+                    also,
+                    raw_body,
                 )
             )
             return fn
@@ -318,6 +324,8 @@ def openapi(apis: list[Api], version: str) -> dict[str, Any]:
             if r.media_type != "application/json":
                 success = responses[str(r.status)]
                 success["content"] = {r.media_type: {"schema": {"type": "string"}}}
+            for status in r.also:
+                responses[str(status)] = responses[str(r.status)]
             for status in sorted({status_of(c) for c in codes} | {500}):
                 responses[str(status)] = {
                     "description": ", ".join(sorted(c for c in codes if status_of(c) == status))
@@ -367,10 +375,12 @@ def openapi(apis: list[Api], version: str) -> dict[str, Any]:
                 op["responses"] = responses
             if params:
                 op["parameters"] = params
-            if r.body:
+            if r.body or r.raw_body:
                 op["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": _schema(r.body, defs)}},
+                    "content": {
+                        "application/json": {"schema": _schema(r.body or r.raw_body, defs)}
+                    },
                 }
             if protected:
                 op["security"] = [{"bearer": []}]

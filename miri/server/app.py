@@ -9,7 +9,7 @@ from miri.infra.proxies import parse_networks
 from miri.server import limiter, middlewares
 from miri.server.api import MAX_BODY, Api, openapi, register
 from miri.server.keys import METRICS, OPENAPI, PROXIES, SHOP
-from miri.server.routes import admin, goods, ops, orders, queue, sales, users, wishlist
+from miri.server.routes import admin, goods, ops, orders, payments, queue, sales, users, wishlist
 from miri.shop import Shop
 
 
@@ -23,6 +23,7 @@ def route_tables() -> list[Api]:
         wishlist.api,
         orders.api,
         sales.api,
+        payments.api,
         admin.api,
     ]
 
@@ -44,7 +45,7 @@ def create_app(shop: Shop) -> web.Application:
     app[PROXIES] = parse_networks(shop.settings.trusted_proxies)
     tables = route_tables()
     register(app, tables)
-    for method, path, handler in ops.PLAIN:
+    for method, path, handler in [*ops.PLAIN, *payments.PLAIN]:
         app.router.add_route(method, path, handler)
     app[OPENAPI] = openapi(tables, __version__)
     return app

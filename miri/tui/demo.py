@@ -33,6 +33,7 @@ def demo_settings(data_dir: Path) -> Any:
         env={},
         argon2_memory_kib=1024,
         argon2_time_cost=1,
+        payment_provider="simulated",  # the demo's buyers pay (or leave) on their own
         payment_abandon_rate=0.12,
         payment_seed=7,
         stock_sync_interval=3600.0,

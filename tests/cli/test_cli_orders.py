@@ -39,6 +39,7 @@ def sale(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     for name, value in (
         ("ARGON2_MEMORY_KIB", "1024"),
         ("ARGON2_TIME_COST", "1"),
+        ("PAYMENT_PROVIDER", "simulated"),
         ("PAYMENT_ABANDON_RATE", "0"),
     ):
         monkeypatch.setenv(f"MIRI_{name}", value)

@@ -19,6 +19,7 @@ ENV = {
     "MIRI_ARGON2_MEMORY_KIB": str(CHEAP_HASH["argon2_memory_kib"]),
     "MIRI_ARGON2_TIME_COST": str(CHEAP_HASH["argon2_time_cost"]),
     "MIRI_RATE_LIMITS": "off",
+    "MIRI_PAYMENT_PROVIDER": "simulated",
     "MIRI_PAYMENT_ABANDON_RATE": "0.2",
     "MIRI_PAYMENT_DELAY": "0.01",
 }

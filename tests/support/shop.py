@@ -20,11 +20,21 @@ TOKEN_RE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 # One pair of keys for every shop of a test run on PostgreSQL: hosts of a shared database must
 # share keys (the shop refuses to make its own), as an operator's hosts would.
-SHARED_KEYS = {"jwt_secret": new_key(), "data_key": new_key()}
+SHARED_KEYS = {
+    "jwt_secret": new_key(),
+    "data_key": new_key(),
+    "payment_webhook_secret": new_key(),
+}
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values = {**CHEAP_HASH, "stock_sync_interval": 3600.0, "payment_abandon_rate": 0.0}
+    # Most tests follow the simulated buyer's walk; the payment tests choose "checkout".
+    values = {
+        **CHEAP_HASH,
+        "stock_sync_interval": 3600.0,
+        "payment_provider": "simulated",
+        "payment_abandon_rate": 0.0,
+    }
     if overrides.get("database_url"):
         values.update(SHARED_KEYS)
     values.update(overrides)

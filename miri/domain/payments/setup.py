@@ -1,10 +1,10 @@
-"""Builds the payments module with the simulated buyer the settings describe."""
+"""Builds the payments module with the provider the settings name (``MIRI_PAYMENT_PROVIDER``)."""
 
 from __future__ import annotations
 
 from miri.config import Settings
-from miri.domain.payments.checkout import Checkout
-from miri.domain.payments.gateway import SimulatedGateway
+from miri.domain.payments import providers
+from miri.domain.payments.provider import ProviderContext
 from miri.domain.payments.service import PaymentService
 from miri.infra.breakers import Breakers
 from miri.infra.bus import Bus
@@ -22,10 +22,15 @@ def build(
     metrics: ShopMetrics,
     settings: Settings,
 ) -> PaymentService:
-    gateway = SimulatedGateway(
-        settings.payment_abandon_rate, settings.payment_seed, settings.payment_delay
+    context = ProviderContext(
+        settings=settings, db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics
     )
-    checkout = Checkout(
-        db=db, bus=bus, gateway=gateway, breakers=breakers, clock=clock, metrics=metrics
+    return PaymentService(
+        db=db,
+        bus=bus,
+        provider=providers.load(settings.payment_provider, context),
+        breakers=breakers,
+        clock=clock,
+        metrics=metrics,
+        payment_timeout=settings.payment_timeout,
     )
-    return PaymentService(db=db, bus=bus, checkout=checkout, clock=clock, metrics=metrics)

@@ -47,6 +47,12 @@ class OrderItemView:
 
 
 @dataclass(frozen=True)
+class BuyersOrder:
+    user_id: int
+    items: list[OrderItemView]
+
+
+@dataclass(frozen=True)
 class GoodsSold:
     goods_id: int
     goods_name: str
@@ -128,6 +134,19 @@ class OrderViews:
         if row is None or (user_id is not None and row["user_id"] != user_id):
             raise NotFound("no such order")
         return self.item_of(row)
+
+    async def order(self, user_id: int | None, order_id: int) -> BuyersOrder:
+        """One order's buyer and items, oldest first; another user's order is as absent as a
+        missing one (None: the operator)."""
+        rows = await self._db.read(
+            lambda c: c.execute(
+                f"SELECT {ITEM_COLUMNS}, d.user_id {ITEM_JOINS} WHERE d.order_id = ? ORDER BY d.id",
+                (order_id,),
+            ).fetchall()
+        )
+        if not rows or (user_id is not None and rows[0]["user_id"] != user_id):
+            raise NotFound("no such order")
+        return BuyersOrder(rows[0]["user_id"], [self._item(r) for r in rows])
 
     async def stats(self) -> OrderStats:
         def query(conn: sqlite3.Connection) -> OrderStats:
