@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
+from rich.text import Text
 
 from miri.cli.common import (
     DataDir,
@@ -21,11 +23,14 @@ from miri.cli.common import (
     settle,
     table,
 )
-from miri.domain.errors import ValidationFailed
+from miri.config import Settings
+from miri.domain.errors import InvalidState, ValidationFailed
 from miri.domain.paging import Page
+from miri.domain.payments.providers.checkout import CheckoutTestProvider
 from miri.domain.views.orders import OrderItemView
 from miri.server.api import validate
 from miri.server.models import order_item, order_out
+from miri.server.routes.payments import open_session, session_out
 from miri.server.routes.sales import ShipBody, admin_item
 from miri.shop import Shop
 
@@ -85,6 +90,10 @@ def place(
 ) -> None:
     """Place an order for a buyer; payment runs as for an HTTP order.
 
+    With the simulated buyer the payment is done when the command returns; with a checkout
+    provider it opens the order's checkout and prints where to pay (`miri order pay ITEM` pays
+    it with the built-in test provider).
+
     Example: miri order place --user kim@example.com --goods 3 --quantity 2
     """
     settings = settings_for(data_dir, redis_url=redis_url)
@@ -95,21 +104,75 @@ def place(
             buyer.user_id, goods, quantity, address or buyer.address
         )
         await settle(shop)
-        return order_out(order)
+        placed = order_out(order)
+        if shop.payments.provider.name != "simulated":
+            session, _ = await open_session(shop, None, order.order_id)
+            placed["payment"] = session_out(shop, session, shop_url(settings))
+        return placed
 
-    order = run(work, settings)
-    emit(
-        order,
-        as_json,
-        lambda o: table(
+    def render(o: dict[str, Any]) -> Any:
+        items = table(
             f"Order {o['orderId']} (total {o['totalPrice']})",
             ["item", "goods", "qty", "unit price", "status"],
             [
                 (i["orderDetailId"], i["goodsId"], i["quantity"], i["unitPrice"], i["status"])
                 for i in o["items"]
             ],
-        ),
-    )
+        )
+        if "payment" not in o:
+            return items
+        first = o["items"][0]["orderDetailId"]
+        return Group(
+            items,
+            Text(f"Pay at {o['payment']['checkoutUrl']} (with `miri serve` running)"),
+            Text(f"or here, as the test provider: miri order pay {first}", style="dim"),
+        )
+
+    emit(run(work, settings), as_json, render)
+
+
+def shop_url(settings: Settings) -> str:
+    """Where `miri serve` answers with these settings (a wildcard address: this machine)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"
+
+
+@app.command("pay")
+def pay(
+    item: Annotated[int, typer.Argument(help="Order item (orderDetailId); its order is paid.")],
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="Press Cancel instead: the payment fails.")
+    ] = False,
+    data_dir: DataDir = None,
+    redis_url: RedisUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Pay an item's order through the built-in test provider (MIRI_PAYMENT_PROVIDER=checkout).
+
+    As the Pay button on its checkout page does: the provider signs a webhook and the shop
+    verifies and applies it. The order's checkout is opened first if it is not yet.
+
+    Example: miri order pay 42
+    """
+    settings = settings_for(data_dir, redis_url=redis_url)
+
+    async def work(shop: Shop) -> dict[str, Any]:
+        provider = shop.payments.provider
+        if not isinstance(provider, CheckoutTestProvider):
+            raise InvalidState(
+                f"test payments need MIRI_PAYMENT_PROVIDER=checkout; this shop's provider is"
+                f" {provider.name}"
+            )
+        found = await shop.order_views.get(None, item)
+        session, _ = await open_session(shop, None, found.order_id)
+        hook = await provider.answer(session.payment_id, pay=not cancel)
+        await shop.payments.receive(hook.body, hook.headers)
+        await settle(shop)
+        return order_item(await shop.order_views.get(None, item))
+
+    outcome = "payment canceled" if cancel else "paid"
+    emit(run(work, settings), as_json, lambda d: fields(f"Order item {item}: {outcome}", d))
 
 
 @app.command("list")

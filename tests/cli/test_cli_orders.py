@@ -86,6 +86,45 @@ def test_place_list_show_cancel(data_dir, sale):
     assert again.exit_code == 1 and "INVALID_STATE" in again.output
 
 
+def test_place_and_pay_with_the_checkout_provider(data_dir, sale, monkeypatch):
+    monkeypatch.setenv("MIRI_PAYMENT_PROVIDER", "checkout")
+    placed = place(data_dir, sale["goods"], "--quantity", "2")
+    assert placed.exit_code == 0, placed.output
+    assert "Pay at http://127.0.0.1:8080/pay/pay_" in placed.output
+    order = json.loads(place(data_dir, sale["goods"], "--json").output)
+    assert order["payment"]["amount"] == 1500
+    assert order["payment"]["checkoutUrl"].startswith("http://127.0.0.1:8080/pay/pay_")
+    item_id = order["items"][0]["orderDetailId"]
+    pending = json.loads(miri(data_dir, "order", "show", str(item_id), "--json").output)
+    assert (pending["orderStatus"], pending["paymentStatus"]) == (
+        "PAYMENT_PENDING",
+        "PAYMENT_IN_PROGRESS",
+    )
+
+    paid = miri(data_dir, "order", "pay", str(item_id), "--json")
+    assert paid.exit_code == 0, paid.output
+    got = json.loads(paid.output)
+    assert (got["orderStatus"], got["paymentStatus"]) == ("COMPLETED", "PAYMENT_COMPLETED")
+    again = miri(data_dir, "order", "pay", str(item_id))
+    assert again.exit_code == 1 and "INVALID_STATE" in again.output and "paid" in again.output
+
+    # The first order: Cancel on the checkout, and its two units go back.
+    first = json.loads(miri(data_dir, "order", "list", "--json").output)["items"][-1]
+    canceled = miri(data_dir, "order", "pay", str(first["orderDetailId"]), "--cancel", "--json")
+    assert canceled.exit_code == 0, canceled.output
+    got = json.loads(canceled.output)
+    assert (got["orderStatus"], got["paymentStatus"]) == ("CANCELED", "PAYMENT_ABORTED")
+    stock = json.loads(miri(data_dir, "goods", "show", str(sale["goods"]), "--json").output)
+    assert stock["stockQuantity"] == 4
+
+
+def test_pay_needs_the_checkout_provider(data_dir, sale):
+    order = json.loads(place(data_dir, sale["goods"], "--json").output)
+    assert "payment" not in order  # the simulated buyer paid already
+    refused = miri(data_dir, "order", "pay", str(order["items"][0]["orderDetailId"]))
+    assert refused.exit_code == 1 and "MIRI_PAYMENT_PROVIDER=checkout" in refused.output
+
+
 def test_an_unknown_status_is_a_usage_error(data_dir, sale):
     bogus = miri(data_dir, "order", "list", "--status", "BOGUS")
     assert bogus.exit_code == 2

@@ -146,7 +146,7 @@ class OrderViews:
         )
         if not rows or (user_id is not None and rows[0]["user_id"] != user_id):
             raise NotFound("no such order")
-        return BuyersOrder(rows[0]["user_id"], [self._item(r) for r in rows])
+        return BuyersOrder(rows[0]["user_id"], [self.item_of(r) for r in rows])
 
     async def stats(self) -> OrderStats:
         def query(conn: sqlite3.Connection) -> OrderStats:
