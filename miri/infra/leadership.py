@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-JOBS_LOCK = 0x6D697269_6A6F6273  # "miri" "jobs": the advisory lock's key
+JOBS_LOCK = 0x6A6F6273  # "jobs": the advisory lock's first key (the schema is the second)
 RETRY = 5.0
 # Find a dead peer's session quickly: the lock must not outlive its holder by long.
 KEEPALIVE = {
@@ -67,7 +67,7 @@ class FileLease:
 
 
 class AdvisoryLease:
-    """Leadership among every host of one PostgreSQL database."""
+    """Leadership among every host of one shop (one schema of a PostgreSQL database)."""
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -80,7 +80,10 @@ class AdvisoryLease:
             return True
         try:
             conn = psycopg.connect(self._url, autocommit=True, **KEEPALIVE)
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (JOBS_LOCK,)).fetchone()[0]
+            # Keyed by schema too: shops in several schemas of one database lead apart.
+            got = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (JOBS_LOCK,)
+            ).fetchone()[0]
         except psycopg.Error as exc:
             log.warning("cannot ask PostgreSQL for the jobs lock: %s", exc)
             return False

@@ -32,7 +32,7 @@ from miri.infra.writer import DatabaseUnavailable, GroupCommitDatabase, Pending,
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MIGRATION_LOCK = 0x6D697269  # "miri": one host migrates at a time
+MIGRATION_LOCK = 0x6D697269  # "miri": one host of a shop (a schema) migrates at a time
 # Tables whose rows get an identity ``id``: an INSERT into them answers ``lastrowid``.
 _ID_TABLES = frozenset(
     {"users", "goods", "wishlist", "orders", "order_items", "payments", "outbox"}
@@ -195,7 +195,7 @@ def migrate(url: str) -> int:
     """Apply migrations newer than the recorded version; returns the schema version."""
     conn = PgConnection(url)
     try:
-        conn.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
+        conn.execute("SELECT pg_advisory_lock(?, hashtext(current_schema()))", (MIGRATION_LOCK,))
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS miri_schema (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM miri_schema").fetchone()
@@ -213,7 +213,9 @@ def migrate(url: str) -> int:
                     raise
                 version = number
         finally:
-            conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
+            conn.execute(
+                "SELECT pg_advisory_unlock(?, hashtext(current_schema()))", (MIGRATION_LOCK,)
+            )
         return version
     finally:
         conn.close()
