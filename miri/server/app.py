@@ -9,7 +9,18 @@ from miri.infra.proxies import parse_networks
 from miri.server import limiter, middlewares
 from miri.server.api import MAX_BODY, Api, openapi, register
 from miri.server.keys import METRICS, OPENAPI, PROXIES, SHOP
-from miri.server.routes import admin, goods, ops, orders, payments, queue, sales, users, wishlist
+from miri.server.routes import (
+    admin,
+    goods,
+    ops,
+    orders,
+    payments,
+    queue,
+    sales,
+    stock_stream,
+    users,
+    wishlist,
+)
 from miri.shop import Shop
 
 
@@ -19,6 +30,7 @@ def route_tables() -> list[Api]:
         ops.api,
         users.api,
         goods.api,
+        stock_stream.api,
         queue.api,
         wishlist.api,
         orders.api,
@@ -48,4 +60,5 @@ def create_app(shop: Shop) -> web.Application:
     for method, path, handler in [*ops.PLAIN, *payments.PLAIN]:
         app.router.add_route(method, path, handler)
     app[OPENAPI] = openapi(tables, __version__)
+    stock_stream.install(app)
     return app

@@ -32,7 +32,7 @@ def test_schemathesis_all_checks_pass() -> None:
     # handful of cases (the coverage phase sends its "no token" variants first); broken auth
     # would list nearly all of the 21 protected operations.
     operations, guarded = _operations()
-    assert f"{operations}/{operations}" in result.stdout, report
+    assert f"Tested: {operations}\n" in result.stdout, report
     warnings = result.stdout.partition("Authentication failed")[2].partition("💡")[0]
     protected = [
         line for line in warnings.splitlines() if "/api/auth/" in line or "/api/admin/" in line
@@ -46,6 +46,11 @@ def _operations() -> tuple[int, int]:
     from miri.server.app import route_tables
 
     paths = openapi(route_tables(), "0")["paths"]
-    ops = [(path, m) for path, methods in paths.items() for m in methods]
+    ops = [
+        (path, m)
+        for path, methods in paths.items()
+        for m in methods
+        if not path.endswith("/stream")  # event streams are not fuzzed (benchmarks/fuzz.py)
+    ]
     guarded = [p for p, _ in ops if p.startswith(("/api/auth/", "/api/admin/"))]
     return len(ops), len(guarded)
