@@ -376,3 +376,36 @@ async def test_tickets_and_passes_survive_a_restart(data_dir, clock):
         again = await shop.queue.ticket(kim_id.user_id, gid)
         assert again.state == "ADMITTED" and again.pass_token == held.pass_token
         assert (await shop.queue.ticket(lee_id.user_id, gid)).position == 1
+
+
+async def test_a_wishlist_order_needs_the_pass_too_and_metrics_count_refusals(api, room_shop):
+    gid = await _goods_with_room(room_shop, stock=5, rate=50, opens_in=None)
+    plain = (await add_goods(room_shop, await _seller(room_shop), stock=5)).goods_id
+    kim = (await _buyers(room_shop, 1))[0]
+    wish_ids = []
+    for goods_id in (plain, gid):
+        resp = await api.post(
+            "/api/auth/wishlist",
+            json={"goodsId": goods_id, "goodsQuantity": 1},
+            headers=bearer(kim),
+        )
+        assert resp.status == 201, await resp.text()
+        wish_ids.append((await resp.json())["data"]["wishListId"])
+    body = {"wishListIds": wish_ids, "address": ADDRESS}
+    resp = await api.post("/api/auth/orders/from-wishlist", json=body, headers=bearer(kim))
+    assert resp.status == 403 and (await resp.json())["error"] == "QUEUE_PASS_REQUIRED"
+    assert await _stock(api, gid) == 5 and await _stock(api, plain) == 5  # all or nothing
+
+    await _join(api, kim, gid)
+    await _admit(room_shop, 0)
+    await _admit(room_shop, 1.0)
+    headers = {**bearer(kim), "X-Queue-Pass": (await _ticket(api, kim, gid))["passToken"]}
+    resp = await api.post("/api/auth/orders/from-wishlist", json=body, headers=headers)
+    assert resp.status == 201, await resp.text()
+    assert await _stock(api, gid) == 4 and await _stock(api, plain) == 4
+
+    # Goods without a room need no pass (and ordering them costs the room nothing).
+    assert (await _order(api, kim, plain, None))[0] == 201
+    metrics = await (await api.get("/metrics")).text()
+    assert 'miri_queue_pass_refusals_total{reason="NO_TICKET"} 1.0' in metrics
+    assert f'miri_queue_admitted_total{{goods_id="{gid}"}} 1.0' in metrics
