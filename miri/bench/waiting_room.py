@@ -142,10 +142,16 @@ async def _room_buyer(
 ) -> None:
     await asyncio.sleep(max(0.0, buyer.arrive_at - time.time()))
     auth = {"Authorization": f"Bearer {buyer.token}"}
-    async with session.post(f"{base}/api/auth/goods/{gid}/queue", headers=auth) as resp:
+    while True:
+        async with session.post(f"{base}/api/auth/goods/{gid}/queue", headers=auth) as resp:
+            await resp.read()
+        if resp.status == 503 and time.time() < until:  # the server sheds load: come back
+            await asyncio.sleep(_retry_after(resp))
+            continue
         if resp.status not in (200, 201):
             buyer.outcome = f"join {resp.status}"
             return
+        break
     buyer.joined_at = time.time()
     timeout = aiohttp.ClientTimeout(total=max(until - time.time(), 1), sock_read=30)
     url = f"{base}/api/auth/goods/{gid}/queue/stream"
@@ -158,14 +164,18 @@ async def _room_buyer(
             if state == "ADMITTED":
                 headers = {**auth, "X-Queue-Pass": ticket["passToken"]}
                 body = {"goodsId": gid, "quantity": 1, "address": ADDRESS}
-                sent = time.time()
-                started = time.perf_counter()
-                async with session.post(
-                    f"{base}/api/auth/orders", json=body, headers=headers
-                ) as resp:
-                    await resp.read()
+                while True:
+                    sent = time.time()
+                    started = time.perf_counter()
+                    async with session.post(
+                        f"{base}/api/auth/orders", json=body, headers=headers
+                    ) as resp:
+                        await resp.read()
                     orders.add(sent, time.perf_counter() - started, resp.status)
-                    buyer.outcome = "ordered" if resp.status == 201 else f"refused {resp.status}"
+                    if resp.status != 503 or time.time() >= until:
+                        break
+                    await asyncio.sleep(_retry_after(resp))  # shed before any work: pass kept
+                buyer.outcome = "ordered" if resp.status == 201 else f"refused {resp.status}"
                 if resp.status == 409:  # the units went while the pass was in hand
                     buyer.told_at = time.time()
                     buyer.outcome = "sold_out"
@@ -194,10 +204,21 @@ async def _bare_buyer(
         if resp.status == 201:
             buyer.outcome = "ordered"
             return
+        if resp.status == 503:
+            await asyncio.sleep(_retry_after(resp))
+            continue
         if resp.status == 409 and b"SALE_NOT_OPEN" not in answer:
             buyer.outcome = "sold_out"
             return
     buyer.outcome = "gave_up"
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float:
+    """The server's Retry-After, at most a second (buyers at an opening do not wait longer)."""
+    try:
+        return min(float(resp.headers.get("Retry-After", "0.2")), 1.0)
+    except ValueError:
+        return 0.2
 
 
 async def _run_buyers(kind: str, base: str, gid: int, buyers: list[Buyer], until: float) -> Orders:

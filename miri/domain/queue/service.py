@@ -44,6 +44,8 @@ SNAPSHOT_AGE = 0.25  # seconds a process answers from one read of a room's figur
 ROOMS_AGE = 1.0  # seconds the order path trusts its list of goods that have a room
 MOST_PER_RUN = 1000  # admissions per script run: keeps one run short for Redis
 TICKET_CACHE = 200_000  # waiting tickets remembered per process
+STREAM_EVERY = 0.25  # seconds between looks at a room while anyone streams it
+POSITION_EVERY = 1.0  # seconds between two events that only move a ticket forward in line
 QUIET_NOTIFY = 1.0  # streams look again at least this often (a held pass runs out by the clock)
 REFUSAL_TEXT = {
     "NO_TICKET": "you have no ticket for these goods: join the waiting room first",
@@ -61,6 +63,26 @@ class PassUse:
     user_id: int
     goods_ids: tuple[int, ...]
     used_at: float
+
+
+class _Signal:
+    """Wakes every waiter at once: one future shared by thousands of streams (a Condition would
+    hand its lock to each of them in turn)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future | None = None
+
+    def wake(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+        self._future = None
+
+    async def wait(self, timeout: float) -> bool:
+        """True when woken, False after ``timeout`` seconds."""
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        done, _ = await asyncio.wait({self._future}, timeout=timeout)
+        return bool(done)
 
 
 class _Once:
@@ -111,7 +133,7 @@ class QueueService:
         self._tickets: OrderedDict[tuple[int, int], TicketRecord] = OrderedDict()
         self._rooms: set[int] = set()
         self._rooms_read_at = float("-inf")
-        self._changed: dict[int, asyncio.Condition] = {}
+        self._changed: dict[int, _Signal] = {}
         self._watchers: dict[int, int] = {}
         self._watch_tasks: dict[int, asyncio.Task] = {}
         self._gauged_at = 0.0
@@ -254,27 +276,26 @@ class QueueService:
     ) -> AsyncIterator[Ticket | None]:
         """The caller's ticket now and on every change; None after ``quiet`` seconds without one
         (the stream's keep-alive). Every stream of a process reads the same room figures."""
-        condition = self._watch(goods_id)
+        signal = self._watch(goods_id)
         last: Ticket | None = None
+        sent_at = 0.0
         try:
             while True:
                 current = await self.ticket(user_id, goods_id)
                 if current != last:
-                    last = current
-                    yield current
-                if not await self._changed_within(condition, quiet):
+                    # A new state goes out at once; a mere step forward in line at most once a
+                    # second (thousands of streams would otherwise each send on every admission).
+                    moved = last is not None and (current.state, current.pass_token) == (
+                        last.state,
+                        last.pass_token,
+                    )
+                    if not moved or time.monotonic() - sent_at >= POSITION_EVERY:
+                        last, sent_at = current, time.monotonic()
+                        yield current
+                if not await signal.wait(quiet):
                     yield None
         finally:
             self._unwatch(goods_id)
-
-    @staticmethod
-    async def _changed_within(condition: asyncio.Condition, seconds: float) -> bool:
-        async with condition:
-            try:
-                await asyncio.wait_for(condition.wait(), seconds)
-                return True
-            except TimeoutError:
-                return False
 
     # -- figures --------------------------------------------------------------------------------
     async def figures(self, goods_id: int, *, fresh: bool = False) -> RoomFigures:
@@ -460,14 +481,14 @@ class QueueService:
             self._tickets.pop((goods_id, use.user_id), None)
 
     # -- the per-process snapshot that streams share ---------------------------------------------
-    def _watch(self, goods_id: int) -> asyncio.Condition:
-        condition = self._changed.setdefault(goods_id, asyncio.Condition())
+    def _watch(self, goods_id: int) -> _Signal:
+        signal = self._changed.setdefault(goods_id, _Signal())
         self._watchers[goods_id] = self._watchers.get(goods_id, 0) + 1
         if goods_id not in self._watch_tasks:
             self._watch_tasks[goods_id] = asyncio.create_task(
                 self._refresh(goods_id), name=f"miri-queue-watch-{goods_id}"
             )
-        return condition
+        return signal
 
     def _unwatch(self, goods_id: int) -> None:
         left = self._watchers.get(goods_id, 1) - 1
@@ -482,11 +503,11 @@ class QueueService:
     async def _refresh(self, goods_id: int) -> None:
         """While anyone streams this room: read its figures once per period, wake the streams
         when they changed (and every ``QUIET_NOTIFY`` seconds, for passes running out)."""
-        condition = self._changed[goods_id]
+        signal = self._changed[goods_id]
         last: RoomFigures | None = None
         woke = time.monotonic()
         while True:
-            await asyncio.sleep(self.snapshot_age)
+            await asyncio.sleep(STREAM_EVERY)
             try:
                 figures = await self.figures(goods_id)
             except Exception:  # noqa: BLE001 - Redis away: the streams keep their last answer
@@ -494,8 +515,7 @@ class QueueService:
                 continue
             if figures != last or time.monotonic() - woke >= QUIET_NOTIFY:
                 last, woke = figures, time.monotonic()
-                async with condition:
-                    condition.notify_all()
+                signal.wake()
 
     async def close(self) -> None:
         tasks = list(self._watch_tasks.values())
