@@ -45,7 +45,14 @@ from miri.tui.screens import (
     number_form,
     ship_form,
 )
-from miri.tui.tables import DeadLettersTable, GoodsTable, JobsTable, OrdersTable, RoomsTable
+from miri.tui.tables import (
+    DeadLettersTable,
+    GoodsTable,
+    HostsTable,
+    JobsTable,
+    OrdersTable,
+    RoomsTable,
+)
 
 log = logging.getLogger(__name__)
 RECONNECT_EVERY = 5.0  # seconds between attempts to open a shop that failed to open
@@ -115,7 +122,9 @@ class DashboardApp(App[None]):
         zone = self.zone
         yield Header(show_clock=True)
         with Horizontal(id="top"):
-            yield ServerPanel(str(self.settings.data_dir), id="server").data_bind(app.servers)
+            yield ServerPanel(str(self.settings.data_dir), id="server").data_bind(
+                app.servers, app.snapshot
+            )
             yield HealthPanel(id="health").data_bind(app.snapshot, app.shop_error)
             yield BusPanel(id="bus").data_bind(app.snapshot)
             yield PaymentsPanel(id="payments").data_bind(app.snapshot)
@@ -124,6 +133,7 @@ class DashboardApp(App[None]):
             with Vertical(id="middle-side"):
                 yield OrderRateChart(id="chart").data_bind(app.snapshot)
                 yield RoomsTable(zone, id="rooms").data_bind(app.snapshot)
+                yield HostsTable(zone, id="hosts").data_bind(app.snapshot)
         with Horizontal(id="bottom"):
             yield OrdersTable(zone, id="orders", zebra_stripes=True).data_bind(app.snapshot)
             with Vertical(id="side"):

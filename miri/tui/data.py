@@ -1,4 +1,5 @@
-"""What the dashboard shows: the servers on its data dir, and one snapshot of the shop.
+"""What the dashboard shows: the servers on its data dir, and one snapshot of the shop (with every
+host serving it, from the heartbeat table).
 
 Everything here is async. Figures come from the shop's services, and what spans modules from
 the read side (``miri.domain.views``: the latest order items, and the dashboard's own sales per
@@ -21,7 +22,6 @@ import aiohttp
 
 from miri.domain.views import dashboard as views
 from miri.domain.views.orders import OrderItemView
-from miri.infra.hosts import HostRow
 from miri.server.presence import servers
 from miri.shop import Shop
 
@@ -123,7 +123,8 @@ class JobRow:
 
 @dataclass(eq=False)  # each refresh is news, even when every figure is the same
 class Snapshot:
-    taken_at: datetime
+    taken_at: datetime  # the shop's clock
+    checked_at: float = field(default_factory=time.time)  # wall time: heartbeats are wall time
     goods: list[GoodsRow] = field(default_factory=list)
     goods_total: int = 0
     orders: list[OrderItemView] = field(default_factory=list)
@@ -133,7 +134,7 @@ class Snapshot:
     bus: dict[str, Any] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[JobRow] = field(default_factory=list)
-    hosts: list[HostRow] = field(default_factory=list)  # serving processes, on any machine
+    hosts: list[views.ServingHost] = field(default_factory=list)  # the shop's, on any machine
     rooms: list[dict[str, Any]] = field(default_factory=list)  # waiting rooms' figures
     health: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
@@ -245,7 +246,7 @@ async def collect(shop: Shop, rate: OrderRate) -> Snapshot:
         snap.jobs = _jobs(shop, now)
 
     async def hosts() -> None:
-        snap.hosts = await shop.hosts.live()
+        snap.hosts = await views.shop_hosts(shop.db, time.time())
 
     async def rooms() -> None:
         snap.rooms = await shop.queue.statuses()

@@ -80,7 +80,8 @@ def bound_lines(bound: dict | None, shed_rate: float | None) -> list[Text]:
 
 class ServerPanel(StripPanel):
     """The ``miri serve`` processes on the data dir, each with its health and in-flight bound;
-    the panel keeps each server's last shed count to show the rate at which it refuses."""
+    the panel keeps each server's last shed count to show the rate at which it refuses (the
+    shop's hosts on other machines are the Hosts table's)."""
 
     TITLE = "Server"
     servers: reactive[list[ServerInfo] | None] = reactive(None, always_update=True)
@@ -111,9 +112,15 @@ class ServerPanel(StripPanel):
         if servers is None:
             return Text("looking...", style="dim")
         if not servers:
+            alive = sum(h.state == "alive" for h in snap.hosts) if snap else 0
+            elsewhere = (
+                Text(f"{alive} host{'s' if alive != 1 else ''} serve the shop: see Hosts")
+                if alive
+                else Text("the dashboard works on the files directly", style="dim")
+            )
             return Group(
                 Text.assemble(dot(None), " no server on this data dir"),
-                Text("the dashboard works on the files directly", style="dim"),
+                elsewhere,
                 Text(self.data_dir, style="dim", overflow="ellipsis", no_wrap=True),
             )
         table = grid()

@@ -1,4 +1,4 @@
-"""The dashboard's tables: goods, latest orders, scheduled jobs, dead letters.
+"""The dashboard's tables: goods, latest orders, scheduled jobs, the shop's hosts, dead letters.
 
 Each is a ``DataTable`` that keeps its own reactive ``snapshot`` (bound to the app's), turns its
 part into rows, keeps the cursor on the same row across refreshes, and says which row is selected.
@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
+from miri.domain.views.dashboard import ServingHost
 from miri.domain.views.orders import OrderItemView
 from miri.tui.data import GoodsRow, JobRow, ServerInfo, Snapshot
 from miri.tui.look import duration, result, status
@@ -207,7 +208,7 @@ class JobsTable(TablePanel):
         if self.servers is None or self.servers:
             return True
         snap = self.snapshot
-        return snap is None or "hosts" in snap.errors or bool(snap.hosts)
+        return snap is None or "hosts" in snap.errors or any(h.state == "alive" for h in snap.hosts)
 
     def subtitle(self, snap: Snapshot) -> str:
         if not self.served:
@@ -217,6 +218,44 @@ class JobsTable(TablePanel):
     def rows_of(self, snap: Snapshot) -> Iterable[tuple[str, tuple[Any, ...]]]:
         for job in snap.jobs:
             yield job.name, job_cells(job, self.zone, snap.taken_at, self.served)
+
+
+# -- hosts ------------------------------------------------------------------------------------------
+HOST_STATE = {"alive": "green", "gone": "bold red", "stopped": "dim"}
+
+
+def host_cells(host: ServingHost, now: float) -> tuple[Any, ...]:
+    style = HOST_STATE.get(host.state, "")
+    return (
+        Text(f"● {host.state}", style=style),
+        Text(host.hostname, style="bold" if host.state == "alive" else ""),
+        Text(str(host.pid), justify="right"),
+        Text("jobs", style="bold cyan") if host.leader else Text("-", style="dim"),
+        Text(f"{duration(now - host.seen_at)} ago", justify="right"),
+        host.url or "-",
+        Text(host.host_id, style="dim"),
+    )
+
+
+class HostsTable(TablePanel):
+    """Every ``miri serve`` of the shop, on any machine, from the heartbeat table (not the data
+    dir's files): alive, gone (stopped beating without saying so) or stopped; which one runs
+    the jobs; when each was last seen."""
+
+    TITLE = "Hosts"
+    COLUMNS = ("state", "hostname", "pid", "leader", "last seen", "url", "id")
+
+    def subtitle(self, snap: Snapshot) -> str:
+        if "hosts" in snap.errors:
+            return snap.errors["hosts"]
+        alive = sum(h.state == "alive" for h in snap.hosts)
+        gone = sum(h.state == "gone" for h in snap.hosts)
+        return f"{alive} alive" + (f" · {gone} gone" if gone else "")
+
+    def rows_of(self, snap: Snapshot) -> Iterable[tuple[str, tuple[Any, ...]]]:
+        now = snap.checked_at
+        for host in snap.hosts:
+            yield host.host_id, host_cells(host, now)
 
 
 # -- dead letters -----------------------------------------------------------------------------------

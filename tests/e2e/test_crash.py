@@ -11,6 +11,7 @@ import pytest
 from miri.infra.processes import free_port
 from tests.support.servers import (
     assert_doctor_clean,
+    engine_env,
     query,
     register_goods,
     sale_accounts,
@@ -21,12 +22,14 @@ from tests.support.servers import (
 from tests.support.shop import bearer
 
 
+@pytest.mark.both_engines
 @pytest.mark.timeout(240)
-async def test_sigkill_mid_sale_loses_nothing(data_dir):
-    seller, buyers = await sale_accounts(data_dir, 25)
+async def test_sigkill_mid_sale_loses_nothing(data_dir, database_url):
+    seller, buyers = await sale_accounts(data_dir, 25, database_url)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(data_dir, port)
+    env = engine_env(database_url)
+    proc = start_server(data_dir, port, env=env)
     accepted: list[int] = []
     try:
         async with aiohttp.ClientSession() as http:
@@ -53,20 +56,24 @@ async def test_sigkill_mid_sale_loses_nothing(data_dir):
         proc.wait(timeout=10)
         assert 60 <= len(accepted) < 500
 
-        proc = start_server(data_dir, port)
+        proc = start_server(data_dir, port, env=env)  # restarted on the same shop
         health = await wait_drained(base)
         assert health["bus"]["deadLetters"] == 0
     finally:
         stop_server(proc)
 
-    stored = {r[0] for r in query(data_dir, "SELECT id FROM orders")}
+    stored = {r[0] for r in query(data_dir, "SELECT id FROM orders", database_url=database_url)}
     assert set(accepted) <= stored
     [(pending,)] = query(
-        data_dir, "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'"
+        data_dir,
+        "SELECT COUNT(*) FROM order_items WHERE status = 'PAYMENT_PENDING'",
+        database_url=database_url,
     )
     assert pending == 0
     [(sold,)] = query(
-        data_dir, "SELECT COALESCE(SUM(quantity), 0) FROM order_items WHERE stock_released = 0"
+        data_dir,
+        "SELECT COALESCE(SUM(quantity), 0) FROM order_items WHERE stock_released = 0",
+        database_url=database_url,
     )
     assert sold <= 300
-    assert_doctor_clean(data_dir)
+    assert_doctor_clean(data_dir, database_url)

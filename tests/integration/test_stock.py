@@ -12,6 +12,8 @@ from miri.shop import open_shop
 from tests.support.goods import add_goods, buyers
 from tests.support.shop import add_user, make_settings
 
+pytestmark = pytest.mark.both_engines
+
 
 async def test_thousand_concurrent_reserves_sell_exactly_the_stock(shop):
     goods = await add_goods(shop, stock=100)

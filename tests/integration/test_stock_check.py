@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 
+import psycopg
 import pytest
 
 from miri.domain.errors import LimitExceeded
@@ -18,6 +19,8 @@ from miri.infra.sqlite import DatabaseUnavailable
 from miri.shop import open_shop
 from tests.support.goods import add_goods, add_order_item, buyers, release_order_item, synced
 from tests.support.shop import add_user
+
+pytestmark = pytest.mark.both_engines
 
 
 async def _sell(shop, user_id: int, goods_id: int, quantity: int) -> int:
@@ -170,22 +173,41 @@ async def test_a_change_landing_during_write_back_is_not_lost(shop):
     assert await synced(shop, goods.goods_id) == 8
 
 
-async def test_a_failed_database_write_keeps_the_dirty_mark(shop):
+REFUSE_SYNC = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_sync BEFORE UPDATE OF stock_synced ON goods"
+        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_sync() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$",
+        "CREATE TRIGGER refuse_sync BEFORE UPDATE OF stock_synced ON goods"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_sync()",
+    ],
+}
+
+
+async def test_a_failed_database_write_keeps_the_dirty_mark(shop, engine):
     goods = await add_goods(shop, stock=10)
     await shop.goods.sync_stock()
     await shop.goods.reserve(1, goods.goods_id, 4)
-    # A real SQLite failure for exactly this write: a trigger that aborts it.
-    await shop.db.write(
-        lambda c: c.execute(
-            "CREATE TRIGGER refuse_sync BEFORE UPDATE OF stock_synced ON goods"
-            " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-        )
-    )
-    with pytest.raises((sqlite3.IntegrityError, DatabaseUnavailable)):
+
+    def refuse(conn) -> None:  # a real database failure for exactly this write: a trigger
+        for statement in REFUSE_SYNC[engine]:
+            conn.execute(statement)
+
+    await shop.db.write(refuse)
+    with pytest.raises((sqlite3.IntegrityError, psycopg.Error, DatabaseUnavailable)):
         await shop.goods.sync_stock()
     assert await shop.goods.live.dirty_count() == 1
     assert await synced(shop, goods.goods_id) == 10
-    await shop.db.write(lambda c: c.execute("DROP TRIGGER refuse_sync"))
+    await shop.db.write(
+        lambda c: c.execute(
+            "DROP TRIGGER refuse_sync ON goods"
+            if engine == "postgresql"
+            else "DROP TRIGGER refuse_sync"
+        )
+    )
     assert await shop.goods.sync_stock() == 1
     assert await synced(shop, goods.goods_id) == 6
 

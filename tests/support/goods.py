@@ -37,7 +37,7 @@ async def add_goods(
 
 
 async def add_order_item(shop: Shop, user_id: int, goods_id: int, quantity: int) -> int:
-    """An active order item written straight to SQLite, as orders would store it.
+    """An active order item written straight to the database, as orders would store it.
 
     Only tests reach into the order tables: they stand in for the orders module, so the stock
     check can be tested against real rows of the ``active_order_items`` view.
@@ -47,8 +47,8 @@ async def add_order_item(shop: Shop, user_id: int, goods_id: int, quantity: int)
     def write(conn: sqlite3.Connection) -> int:
         order_id = conn.execute(
             "INSERT INTO orders (user_id, total_price, address_enc, created_at)"
-            " VALUES (?, 0, x'00', ?)",
-            (user_id, now),
+            " VALUES (?, 0, ?, ?)",
+            (user_id, b"\x00", now),
         ).lastrowid
         return conn.execute(
             "INSERT INTO order_items (order_id, user_id, goods_id, quantity, unit_price,"

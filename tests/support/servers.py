@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 
 from miri.bench import serving
 from miri.shop import open_shop
-from tests.support.shop import CHEAP_HASH, add_user, bearer, make_settings
+from tests.support.shop import CHEAP_HASH, SHARED_KEYS, add_user, bearer, make_settings
 
 ENV = {
     "MIRI_ARGON2_MEMORY_KIB": str(CHEAP_HASH["argon2_memory_kib"]),
@@ -23,6 +24,18 @@ ENV = {
     "MIRI_PAYMENT_ABANDON_RATE": "0.2",
     "MIRI_PAYMENT_DELAY": "0.01",
 }
+
+
+def engine_env(database_url: str | None) -> dict[str, str]:
+    """What a server of a shop on PostgreSQL gets on top of ``ENV``: the URL and the shared keys
+    (none on SQLite: the data dir holds its own)."""
+    if not database_url:
+        return {}
+    return {
+        "MIRI_DATABASE_URL": database_url,
+        "MIRI_JWT_SECRET": SHARED_KEYS["jwt_secret"],
+        "MIRI_DATA_KEY": SHARED_KEYS["data_key"],
+    }
 
 
 def start_server(
@@ -37,9 +50,9 @@ def stop_server(proc: subprocess.Popen, timeout: float = 30.0) -> int:
     return serving.stop(proc, timeout=timeout)
 
 
-def assert_doctor_clean(data_dir: Path) -> None:
+def assert_doctor_clean(data_dir: Path, database_url: str | None = None) -> None:
     """`miri doctor` on the data dir, as an operator would run it, finds stock consistent."""
-    doctor = serving.doctor(data_dir, ENV, timeout=60)
+    doctor = serving.doctor(data_dir, {**ENV, **engine_env(database_url)}, timeout=60)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
@@ -55,9 +68,11 @@ async def wait_drained(base: str, timeout: float = 90.0) -> dict[str, Any]:
     raise AssertionError("the bus did not drain")
 
 
-async def sale_accounts(data_dir: Path, buyers: int) -> tuple[str, list[str]]:
-    """A seller's token and ``buyers`` buyers' tokens, made in the data dir before a server runs."""
-    async with open_shop(make_settings(data_dir)) as shop:
+async def sale_accounts(
+    data_dir: Path, buyers: int, database_url: str | None = None
+) -> tuple[str, list[str]]:
+    """A seller's token and ``buyers`` buyers' tokens, made in the shop before a server runs."""
+    async with open_shop(make_settings(data_dir, database_url=database_url)) as shop:
         _, seller = await add_user(shop, "seller@example.com")
         made = await shop.users.add_bench_users(buyers, "e2e")
     return seller, [token for _, token in made]
@@ -79,8 +94,14 @@ async def register_goods(
         return (await resp.json())["data"]["goodsId"]
 
 
-def query(data_dir: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows straight from the data dir's SQLite file, as a check after the server stopped."""
+def query(
+    data_dir: Path, sql: str, *params: Any, database_url: str | None = None
+) -> list[tuple[Any, ...]]:
+    """Rows straight from the shop's database (the data dir's SQLite file, or PostgreSQL), as a
+    check after the server stopped. ``sql`` uses ``?`` parameters."""
+    if database_url:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute(sql.replace("?", "%s"), params).fetchall()
     raw = sqlite3.connect(data_dir / "miri.sqlite3")
     try:
         return raw.execute(sql, params).fetchall()

@@ -23,6 +23,7 @@ PANELS = {
     "#payments": "Payment outcomes",
     "#goods": "Goods",
     "#chart": "Orders per second",
+    "#hosts": "Hosts",
     "#orders": "Latest orders",
     "#jobs": "Scheduled jobs",
     "#dead": "Dead letters",

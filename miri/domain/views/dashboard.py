@@ -1,4 +1,5 @@
-"""The dashboard's figures: what the operator's live view reads of the orders module's tables.
+"""The dashboard's figures: what the operator's live view reads of the orders module's tables, and
+of the heartbeat table (every host serving the shop).
 
 Read-only queries for ``miri dashboard`` alone (its list of order items is ``views.orders``'s);
 each takes the shop's ``Database`` and returns plain figures in the dashboard's own terms.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from miri.infra.database import Database
+from miri.infra.hosts import LIVE
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,65 @@ async def last_order_id(db: Database) -> int:
     return await db.read(
         lambda c: int(c.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()[0])
     )
+
+
+# -- the hosts serving the shop ----------------------------------------------------------------------
+STOPPED_SHOWN = 3600.0  # seconds a host that said it stopped stays listed
+HOSTS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class ServingHost:
+    """One ``miri serve`` process of the shop, on any machine, as its heartbeat row tells.
+
+    ``state``: "alive" (beat within ``LIVE`` seconds), "gone" (stopped beating without saying so:
+    killed, crashed, its machine lost) or "stopped" (said so on a clean stop)."""
+
+    host_id: str
+    hostname: str
+    pid: int
+    url: str | None
+    version: str
+    leader: bool  # runs the scheduled jobs (only ever said of an alive host)
+    started_at: float
+    seen_at: float
+    state: str
+
+
+def _state(seen_at: float, stopped_at: float | None, now: float) -> str:
+    if stopped_at is not None:
+        return "stopped"
+    return "alive" if seen_at >= now - LIVE else "gone"
+
+
+async def shop_hosts(db: Database, now: float) -> list[ServingHost]:
+    """Every host of the shop from the heartbeat table, whichever host asks: the alive ones (the
+    leader first), then the gone, then those stopped within ``STOPPED_SHOWN`` seconds."""
+
+    def read(conn: sqlite3.Connection) -> list[ServingHost]:
+        rows = conn.execute(
+            "SELECT host_id, hostname, pid, url, version, leader, started_at, seen_at, stopped_at"
+            " FROM hosts WHERE stopped_at IS NULL OR stopped_at >= ?"
+            " ORDER BY seen_at DESC LIMIT ?",
+            (now - STOPPED_SHOWN, HOSTS_SHOWN),
+        ).fetchall()
+        hosts = []
+        for host_id, hostname, pid, url, version, leader, started, seen, stopped in rows:
+            state = _state(float(seen), stopped, now)
+            hosts.append(
+                ServingHost(
+                    host_id=host_id,
+                    hostname=hostname,
+                    pid=int(pid),
+                    url=url,
+                    version=version,
+                    leader=bool(leader) and state == "alive",
+                    started_at=float(started),
+                    seen_at=float(seen),
+                    state=state,
+                )
+            )
+        order = {"alive": 0, "gone": 1, "stopped": 2}
+        return sorted(hosts, key=lambda h: (order[h.state], not h.leader, h.host_id))
+
+    return await db.read(read)
