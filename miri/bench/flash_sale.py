@@ -88,6 +88,7 @@ class BenchOptions:
     database_url: str | None = None  # a PostgreSQL server: the bench makes a fresh schema there
     hosts: int = 1  # `miri serve` processes sharing the one database and the one Redis
     redis_url: str | None = None  # default: embedded (SQLite), a throwaway server (PostgreSQL)
+    max_in_flight: str = "off"  # the servers' in-flight bound (MIRI_MAX_IN_FLIGHT)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -199,12 +200,14 @@ class Engines:
 
 
 # -- the server subprocess -------------------------------------------------------------------------
-def server_env(settings: Settings, strategy: str) -> dict[str, str]:
+def server_env(settings: Settings, strategy: str, max_in_flight: str = "off") -> dict[str, str]:
     """What the server subprocess gets on top of this process's environment (the keys too, when
-    several hosts share a database: never on a command line)."""
+    several hosts share a database: never on a command line). The in-flight bound is off unless
+    asked for: the bench measures what the shop answers, not what it sheds."""
     env = {
         "MIRI_DATA_DIR": str(settings.data_dir),
         "MIRI_RATE_LIMITS": "off",
+        "MIRI_MAX_IN_FLIGHT": max_in_flight,
         "MIRI_PAYMENT_PROVIDER": settings.payment_provider,
         "MIRI_PAYMENT_ABANDON_RATE": repr(settings.payment_abandon_rate),
         "MIRI_STOCK_STRATEGY": strategy,
@@ -508,7 +511,7 @@ async def run_strategy(
                         await stack.enter_async_context(
                             subprocess_server(
                                 serving.serve_command(host_dir, port, *workers),
-                                server_env(host_settings, strategy),
+                                server_env(host_settings, strategy, opts.max_in_flight),
                                 host_dir / f"bench-server-{strategy}.log",
                             )
                         )

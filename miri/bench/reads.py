@@ -50,6 +50,7 @@ class ReadsOptions:
     warmup: float = 2.0
     data_dir: Path | None = None
     keep_data: bool = False
+    max_in_flight: str = "off"  # the server's in-flight bound: off measures what it answers
 
     def __post_init__(self) -> None:
         if self.seconds < 1:
@@ -156,7 +157,7 @@ async def bench_reads(opts: ReadsOptions, ui: Any = None) -> dict[str, Any]:
             ) as bare_proc,
             subprocess_server(
                 serve_command(data_dir, shop_port, *workers),
-                server_env(settings, settings.stock_strategy),
+                server_env(settings, settings.stock_strategy, opts.max_in_flight),
                 data_dir / "bench-server-reads.log",
             ) as shop_proc,
         ):

@@ -111,6 +111,9 @@ def flash_sale(
             " throwaway redis-server on loopback (with --database-url)."
         ),
     ] = None,
+    max_in_flight: Annotated[
+        str, typer.Option(help="The servers' in-flight bound (off, auto or a number).")
+    ] = "off",
 ) -> None:
     """Rehearse a flash sale: buyers order until sold out; then check nothing was oversold or lost.
 
@@ -165,6 +168,7 @@ def flash_sale(
             database_url=database_url,
             hosts=hosts,
             redis_url=redis_url,
+            max_in_flight=max_in_flight,
         )
     except ValueError as exc:
         err_console.print(f"[red]bad options:[/] {exc}")
@@ -212,6 +216,9 @@ def reads(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write every figure here.")
     ] = None,
+    max_in_flight: Annotated[
+        str, typer.Option(help="The server's in-flight bound (off, auto or a number).")
+    ] = "off",
 ) -> None:
     """The read side of an opening (live stock, goods page, listing page, a mix), each driven by
     wrk and given as a share of a bare aiohttp GET measured by the same wrk in the same run, with
@@ -231,6 +238,7 @@ def reads(
             warmup=warmup,
             data_dir=data_dir,
             keep_data=keep_data,
+            max_in_flight=max_in_flight,
         )
     except ValueError as exc:
         err_console.print(f"[red]bad options:[/] {exc}")
