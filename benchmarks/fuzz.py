@@ -40,13 +40,15 @@ SERVER_ENV = {
 }
 CHECKS = "all"
 # Operations that refuse some schema-valid bodies with 400 because of state no schema can
-# describe: a sign-up token that was never mailed, a wrong current password, a restock or a
-# wishlist addition that would take a running total past its cap, a webhook no provider signed.
-# For these alone, 400 is an expected answer to valid data; every other check still applies.
+# describe: a sign-up or reset token that was never mailed, a wrong current password, a restock
+# or a wishlist addition that would take a running total past its cap, a webhook no provider
+# signed. For these alone, 400 is an expected answer to valid data; every other check still
+# applies.
 CONFIG = """
 [[operations]]
 include-name = [
   "POST /api/users",
+  "POST /api/password-reset/confirm",
   "PATCH /api/auth/users/change-password",
   "POST /api/auth/goods/{goodsId}/restock",
   "POST /api/auth/wishlist",

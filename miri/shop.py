@@ -23,14 +23,17 @@ from zoneinfo import ZoneInfo
 from miri.config import Settings
 from miri.domain.events import (
     Event,
+    ItemShipped,
     OrderItemCanceled,
     OrderPlaced,
+    PasswordResetRequested,
     PaymentAborted,
     PaymentCompleted,
 )
 from miri.domain.goods import setup as goods_setup
 from miri.domain.goods.service import GoodsService
 from miri.domain.goods.wishlist import WishlistService
+from miri.domain.notifications.service import Notifications
 from miri.domain.orders import setup as orders_setup
 from miri.domain.orders.setup import Orders
 from miri.domain.payments import setup as payments_setup
@@ -61,7 +64,7 @@ PAYMENT_EXPIRY_EVERY = 60.0  # seconds between looks for items unpaid past the t
 
 
 def event_handlers(
-    orders: Orders, payments: PaymentService
+    orders: Orders, payments: PaymentService, mail: Notifications
 ) -> dict[type[Event], list[tuple[str, Handler]]]:
     """Which module handles which event, as (consumer, handler).
 
@@ -71,11 +74,18 @@ def event_handlers(
         # An order was stored: payments opens a payment per item and walks it through the gateway.
         OrderPlaced: [("payments", payments.on_order_placed)],
         # The walk ended: paid, the item is COMPLETED ...
-        PaymentCompleted: [("orders", orders.outcomes.on_payment_completed)],
+        PaymentCompleted: [
+            ("orders", orders.outcomes.on_payment_completed),
+            ("mail", mail.on_payment_completed),  # "order confirmed"
+        ],
         # ... or abandoned: the item is CANCELED and its stock goes back.
         PaymentAborted: [("orders", orders.outcomes.on_payment_aborted)],
         # Canceled by the buyer, expired, or paid too late: payments refunds or aborts.
         OrderItemCanceled: [("payments", payments.on_item_canceled)],
+        # The seller shipped it by hand: the buyer gets the carrier and tracking number.
+        ItemShipped: [("mail", mail.on_item_shipped)],
+        # A password reset was asked for an existing account: the token goes out by mail.
+        PasswordResetRequested: [("mail", mail.on_password_reset)],
     }
 
 
@@ -133,6 +143,7 @@ class Shop:
     orders: Orders  # placing, changes, payment outcomes, the lifecycle runs
     order_views: OrderViews  # order items with goods and payment statuses (reads only)
     sales: SalesViews  # items with buyer and address, for their seller and admins (reads only)
+    mail: Notifications  # the mail consumer: confirmed, shipped, refunded, password reset
     payments: PaymentService
     queue: QueueService  # waiting rooms: tickets, admission, passes
     jobs: Jobs  # the scheduled runs (shipping, returns, payment expiry, stock write-back)
@@ -203,6 +214,7 @@ async def open_shop(
             hasher=PasswordHasher(settings),
             tokens=TokenService(jwt_key, settings.token_ttl, clock),
             mailer=mailer,
+            bus=bus,
             limiter=limiter,
             clock=clock,
             settings=settings,
@@ -247,7 +259,11 @@ async def open_shop(
             db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics, settings=settings
         )
         hosts = Hosts(db)
-        for event_type, consumers in event_handlers(orders, payments).items():
+        order_views = OrderViews(db=db, zone=ZoneInfo(settings.timezone))
+        mail = Notifications(
+            db=db, mailer=mailer, people=users, items=order_views, cipher=cipher, clock=clock
+        )
+        for event_type, consumers in event_handlers(orders, payments, mail).items():
             for consumer, handler in consumers:
                 bus.subscribe(consumer, event_type, handler)
         shop = Shop(
@@ -265,7 +281,8 @@ async def open_shop(
             goods=goods,
             wishlist=wishlist,
             orders=orders,
-            order_views=OrderViews(db=db, zone=ZoneInfo(settings.timezone)),
+            order_views=order_views,
+            mail=mail,
             sales=SalesViews(db=db, cipher=cipher, zone=ZoneInfo(settings.timezone)),
             payments=payments,
             queue=queue,

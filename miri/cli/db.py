@@ -43,6 +43,7 @@ TABLES = (
     "outbox",
     "deliveries",
     "handled_events",
+    "mail_log",
 )
 # Tables whose ids come from an identity: after a copy it must continue past the copied ids.
 ID_TABLES = ("users", "goods", "wishlist", "orders", "order_items", "payments", "outbox")

@@ -150,3 +150,30 @@ class ItemShipped(Event):
     user_id: int
     carrier: str
     tracking_number: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemReturned(Event):
+    """A return completed and its stock went back; payments gives the money back."""
+
+    order_item_id: int
+    order_id: int
+    user_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRefunded(Event):
+    """Money a payment had taken went back to the buyer (a cancel, a late payment, a return)."""
+
+    order_item_id: int
+    order_id: int
+    user_id: int
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PasswordResetRequested(Event):
+    """Mail a password-reset token; the token travels encrypted (the outbox is not a secret)."""
+
+    user_id: int
+    token_enc: str  # base64 of the AES-GCM ciphertext, context "password-reset"

@@ -20,14 +20,20 @@ class MailUnavailable(Exception):
 
 
 class Mailer(Protocol):
-    async def send(self, to: str, subject: str, body: str) -> None: ...
+    async def send(
+        self, to: str, subject: str, body: str, *, message_id: str | None = None
+    ) -> None: ...
 
 
-def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
+def _message(
+    sender: str, to: str, subject: str, body: str, message_id: str | None = None
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
+    if message_id:  # one id per event: a mail client shows a resent copy once
+        msg["Message-ID"] = message_id
     msg.set_content(body)
     return msg
 
@@ -37,9 +43,11 @@ class SmtpMailer:
         self._settings = settings
         self._breakers = breakers
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(
+        self, to: str, subject: str, body: str, *, message_id: str | None = None
+    ) -> None:
         s = self._settings
-        msg = _message(s.mail_from, to, subject, body)
+        msg = _message(s.mail_from, to, subject, body, message_id)
         async with self._breakers.guard("smtp"):
             try:
                 await aiosmtplib.send(
@@ -62,8 +70,10 @@ class ConsoleMailer:
         self._settings = settings
         self.path = settings.mail_dir / "outbox.log"
 
-    async def send(self, to: str, subject: str, body: str) -> None:
-        msg = _message(self._settings.mail_from, to, subject, body)
+    async def send(
+        self, to: str, subject: str, body: str, *, message_id: str | None = None
+    ) -> None:
+        msg = _message(self._settings.mail_from, to, subject, body, message_id)
         log.info("mail to %s: %s", to, subject)
         await asyncio.to_thread(self._append, msg.as_string())
 

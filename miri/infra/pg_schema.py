@@ -245,4 +245,13 @@ MIGRATIONS: list[str] = [
         created_at DOUBLE PRECISION NOT NULL
     )
     """,
+    # 6: the mails sent for events, as the SQLite file's version 7.
+    """
+    CREATE TABLE mail_log (
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sent_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (event_id, kind)
+    );
+    """,
 ]

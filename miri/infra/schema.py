@@ -252,6 +252,14 @@ MIGRATIONS: list[str] = [
         checkout_id TEXT NOT NULL,
         amount INTEGER NOT NULL,
         created_at REAL NOT NULL
+    """,
+    # 7: the mails sent for events (notifications): a retried delivery never mails twice.
+    """
+    CREATE TABLE mail_log (
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sent_at REAL NOT NULL,
+        PRIMARY KEY (event_id, kind)
     )
     """,
 ]

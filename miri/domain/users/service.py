@@ -1,7 +1,8 @@
-"""Accounts: email verification, sign-up, login and logout, profile, password change."""
+"""Accounts: email verification, sign-up, login and logout, profile, password change and reset."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,12 @@ from miri.domain.errors import (
     Unavailable,
     ValidationFailed,
 )
+from miri.domain.events import PasswordResetRequested
 from miri.domain.paging import Page
 from miri.domain.users import rules, store
 from miri.infra import keys
 from miri.infra.breakers import CircuitOpen
+from miri.infra.bus import Bus
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher, sha256_hex
 from miri.infra.database import Database
@@ -31,6 +34,8 @@ from miri.infra.redis import BatchedGet
 from miri.infra.tokens import Claims, InvalidToken, TokenService
 
 VERIFICATION_TTL = 30 * 60
+RESET_TTL = 30 * 60
+RESET_CONTEXT = "password-reset"  # the mail consumer decrypts the token with the same context
 ROLES = ("USER", "ADMIN")
 
 
@@ -70,6 +75,7 @@ class UserService:
         hasher: PasswordHasher,
         tokens: TokenService,
         mailer: Mailer,
+        bus: Bus,
         limiter: RateLimiter,
         clock: Clock,
         settings: Settings,
@@ -81,6 +87,7 @@ class UserService:
         self._hasher = hasher
         self.tokens = tokens
         self._mailer = mailer
+        self._bus = bus
         self._limiter = limiter
         self._clock = clock
         self._settings = settings
@@ -361,6 +368,67 @@ class UserService:
         now = self._clock.timestamp()
         await self._db.write(lambda c: store.set_password(c, user_id, hashed, now))
         # Tokens live at most token_ttl, so the mark can expire with the last one it refuses.
+        await self._redis.set(_valid_after_key(user_id), repr(now), ex=self.tokens.ttl + 60)
+
+    # -- password reset -----------------------------------------------------------------------
+    async def request_reset(self, email: str, client: str) -> None:
+        """Mail a one-time reset token to an existing account; the same answer, after the same
+        work (one lookup, one commit), for an email that has none: no account discovery.
+
+        The mail goes through the outbox (``PasswordResetRequested``), so the answer never
+        waits on the mail server, whose delay would tell the two cases apart.
+        """
+        try:
+            email = rules.email(email)
+        except ValueError:
+            email = email.strip().lower()
+        index = self._cipher.blind_index(email)
+        s = self._settings
+        for key, limit in (
+            (f"reset:email:{index.hex()}", s.verify_email_per_email),
+            (f"reset:client:{client}", s.verify_email_per_client),
+        ):
+            wait = await self._limiter.hit(key, limit, s.verify_email_window)
+            if wait is not None:
+                raise RateLimited(wait, "too many password resets asked; try again later")
+        user_id = await self._user_id_by_index(index)
+        token = str(uuid.uuid4())
+        now = self._clock.timestamp()
+        token_enc = base64.b64encode(self._cipher.encrypt(token, RESET_CONTEXT)).decode()
+
+        def record(conn: Any) -> None:
+            if user_id is None:
+                return  # an empty commit: the same wait as the real one
+            store.add_reset(conn, sha256_hex(token), user_id, now + RESET_TTL, now)
+            self._bus.record(conn, PasswordResetRequested(user_id=user_id, token_enc=token_enc))
+
+        await self._db.write(record)
+        if user_id is not None:
+            self._bus.notify()
+
+    async def reset_password(self, token: str, new_password: str) -> None:
+        """A mailed token sets a new password, once; every access token issued before is refused."""
+        refused = ValidationFailed(
+            "the reset token is invalid, used or expired",
+            {"token": "invalid, already used or expired"},
+        )
+        token_hash = sha256_hex(token.strip())
+        now = self._clock.timestamp()
+        # Checked before the costly hash; spent for real in the write below (two confirms of one
+        # token: one wins).
+        if not await self._db.read(lambda c: store.reset_is_live(c, token_hash, now)):
+            raise refused
+        hashed = await self._hasher.hash(new_password)
+        now = self._clock.timestamp()
+
+        def reset(conn: Any) -> int:
+            user_id = store.spend_reset(conn, token_hash, now)
+            if user_id is None:
+                raise refused
+            store.set_password(conn, user_id, hashed, now)
+            return user_id
+
+        user_id = await self._db.write(reset)
         await self._redis.set(_valid_after_key(user_id), repr(now), ex=self.tokens.ttl + 60)
 
     async def restore_revocations(self) -> int:

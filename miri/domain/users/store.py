@@ -144,3 +144,42 @@ def page(conn: sqlite3.Connection, page: int, size: int) -> tuple[list[Row], int
         "SELECT * FROM users ORDER BY id DESC LIMIT ? OFFSET ?", (size, page * size)
     ).fetchall()
     return rows, total
+
+
+# -- password reset ------------------------------------------------------------------------------
+def add_reset(
+    conn: sqlite3.Connection, token_hash: str, user_id: int, expires_at: float, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO password_resets (token_hash, user_id, expires_at, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        (token_hash, user_id, expires_at, now),
+    )
+
+
+def reset_is_live(conn: sqlite3.Connection, token_hash: str, now: float) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM password_resets WHERE token_hash = ? AND used_at IS NULL"
+            " AND expires_at > ?",
+            (token_hash, now),
+        ).fetchone()
+        is not None
+    )
+
+
+def spend_reset(conn: sqlite3.Connection, token_hash: str, now: float) -> int | None:
+    """The user a live reset token belongs to, spending it (and every other of theirs) in the
+    same write; None when the token is unknown, used or expired."""
+    row = conn.execute(
+        "UPDATE password_resets SET used_at = ?"
+        " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
+        (now, token_hash, now),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL",
+        (now, row["user_id"]),
+    )
+    return row["user_id"]

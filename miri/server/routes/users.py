@@ -77,6 +77,15 @@ class ChangePasswordBody(Body):
     newPassword: Password
 
 
+class ResetBody(Body):
+    email: StrictStr = Field(min_length=1, max_length=100)
+
+
+class ResetConfirmBody(Body):
+    token: StrictStr = Field(min_length=1, max_length=100)
+    newPassword: Password
+
+
 class UserId(BaseModel):
     userId: int
 
@@ -239,3 +248,29 @@ async def change_password(request: web.Request, body: ChangePasswordBody) -> web
         request["claims"].user_id, body.currentPassword, body.newPassword
     )
     return ok(None, msg="password changed; log in again")
+
+
+@api.route(
+    "POST",
+    "/api/password-reset",
+    summary="Mail a one-time password-reset token (the same answer for any email)",
+    body=ResetBody,
+    errors=("RATE_LIMITED",),
+)
+async def password_reset(request: web.Request, body: ResetBody) -> web.Response:
+    await request.app[SHOP].users.request_reset(body.email, clients.of(request))
+    return ok(
+        None,
+        msg="if an account has this email, a reset code was mailed; it is valid for 30 minutes",
+    )
+
+
+@api.route(
+    "POST",
+    "/api/password-reset/confirm",
+    summary="Set a new password with a mailed reset token",
+    body=ResetConfirmBody,
+)
+async def password_reset_confirm(request: web.Request, body: ResetConfirmBody) -> web.Response:
+    await request.app[SHOP].users.reset_password(body.token, body.newPassword)
+    return ok(None, msg="password reset; log in with the new password")
