@@ -252,6 +252,7 @@ MIGRATIONS: list[str] = [
         checkout_id TEXT NOT NULL,
         amount INTEGER NOT NULL,
         created_at REAL NOT NULL
+    )
     """,
     # 7: the mails sent for events (notifications): a retried delivery never mails twice.
     """
