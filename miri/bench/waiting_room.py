@@ -52,7 +52,7 @@ class RoomBenchOptions:
     late: int = 1000  # buyers who arrive after it
     stock: int = 1000
     admit_rate: int = 200
-    pass_seconds: int = 30
+    pass_seconds: int = 120  # the API default
     opens_in: float = 5.0  # early buyers arrive over these seconds before the opening
     late_over: float = 3.0  # late buyers arrive over these seconds after it
     server_workers: int | None = None

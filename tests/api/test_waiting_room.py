@@ -409,3 +409,19 @@ async def test_a_wishlist_order_needs_the_pass_too_and_metrics_count_refusals(ap
     metrics = await (await api.get("/metrics")).text()
     assert 'miri_queue_pass_refusals_total{reason="NO_TICKET"} 1.0' in metrics
     assert f'miri_queue_admitted_total{{goods_id="{gid}"}} 1.0' in metrics
+
+
+async def test_a_join_that_lands_after_the_shuffle_queues_behind(api, room_shop):
+    """A join whose time was read a moment before the opening but that reaches Redis after the
+    opening shuffle must not go into a pre-queue nobody will shuffle again."""
+    gid = await _goods_with_room(room_shop, stock=10, rate=5, opens_in=60)
+    early, straggler = await _buyers(room_shop, 2)
+    await _join(api, early, gid)
+    room_shop.clock.advance(seconds=60)
+    await room_shop.queue.tick()  # the opening: the pre-queue is shuffled into the line
+    room_shop.clock.advance(seconds=-0.01)  # the straggler's request read the time just before
+    await _join(api, straggler, gid)
+    room_shop.clock.advance(seconds=0.01)
+    assert (await _ticket(api, early, gid))["position"] == 1
+    assert (await _ticket(api, straggler, gid))["position"] == 2
+    assert await _admit(room_shop, 1.0) == 2

@@ -50,7 +50,9 @@ if redis.call('HGET', KEYS[1], 'enabled') ~= '1' then return {'NO_ROOM'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'EXISTS'} end
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'MISSING'} end
 local now = tonumber(ARGV[2])
-local pre = before_open(KEYS[5], now)
+-- Once the opening shuffle ran, nobody joins the pre-queue any more, even with a time read a
+-- moment before the opening: they would stay behind it, never shuffled.
+local pre = redis.call('HGET', KEYS[1], 'shuffled') ~= '1' and before_open(KEYS[5], now)
 local arrival = redis.call('HINCRBY', KEYS[1], 'arrivals', 1)
 local rank = 0
 if pre then

@@ -513,7 +513,14 @@ class QueueService:
             except Exception:  # noqa: BLE001 - Redis away: the streams keep their last answer
                 log.warning("waiting-room figures for goods %s unavailable", goods_id)
                 continue
-            if figures != last or time.monotonic() - woke >= QUIET_NOTIFY:
+            # A new state for everyone (opened, sold out) wakes the streams at once; the line
+            # moving wakes them at most once a second (a ticket learns its admission then).
+            turned = last is None or (figures.sold_out, figures.shuffled, figures.enabled) != (
+                last.sold_out,
+                last.shuffled,
+                last.enabled,
+            )
+            if turned or time.monotonic() - woke >= QUIET_NOTIFY:
                 last, woke = figures, time.monotonic()
                 signal.wake()
 
