@@ -7,7 +7,9 @@ import sqlite3
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from miri.cli.common import DataDir, Json, RedisUrl, console, emit, err_console, settings_for, table
 from miri.config import Settings
@@ -239,9 +241,9 @@ def copy_command(
     emit(
         data,
         as_json,
-        lambda d: (
+        lambda d: Group(
             table("Copied rows", ["table", "rows"], list(d["rows"].items())),
-            console.print(
+            Text(
                 f"stock check on PostgreSQL: {d['stockCheck']['checked']} goods,"
                 f" {d['stockCheck']['mismatches']} mismatches"
             ),

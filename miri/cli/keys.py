@@ -25,6 +25,8 @@ def show(data_dir: DataDir = None, as_json: Json = False) -> None:
         "MIRI_DATA_KEY": secrets.data_key(settings),
         "MIRI_PAYMENT_WEBHOOK_SECRET": secrets.payment_webhook_secret(settings),
     }
-    emit(
-        values, as_json, lambda d: [console.print(f"{k}={v}", soft_wrap=True) for k, v in d.items()]
-    )
+    if as_json:
+        emit(values, as_json, str)
+        return
+    for name, value in values.items():  # one whole line each, never wrapped: an env file
+        console.print(f"{name}={value}", soft_wrap=True, markup=False, highlight=False)

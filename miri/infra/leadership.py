@@ -8,7 +8,7 @@ when its holder dies:
   it when the process ends, however it ends;
 - PostgreSQL: a session advisory lock held on a connection of its own; PostgreSQL drops it when
   that session ends (a killed host's connection closes; a vanished machine's is found dead by
-  TCP keepalives within about half a minute).
+  TCP keepalives, set on both ends of the session, within about half a minute).
 
 Processes that are not the leader try again every ``retry`` seconds, so another takes over
 within seconds of the leader's death.
@@ -35,6 +35,9 @@ KEEPALIVE = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+SERVER_KEEPALIVE = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+)
 
 
 class FileLease:
@@ -80,6 +83,9 @@ class AdvisoryLease:
             return True
         try:
             conn = psycopg.connect(self._url, autocommit=True, **KEEPALIVE)
+            # The server must find a vanished holder too, or the lock outlives it by the OS's
+            # default (two hours): the same keepalives on the server's end of this session.
+            conn.execute(SERVER_KEEPALIVE)
             # Keyed by schema too: shops in several schemas of one database lead apart.
             got = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (JOBS_LOCK,)

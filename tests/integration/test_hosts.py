@@ -10,7 +10,7 @@ import pytest
 
 from miri.infra.crypto import new_key
 from miri.infra.hosts import Hosts, KeysDiffer
-from miri.infra.leadership import Leadership, lease_for
+from miri.infra.leadership import AdvisoryLease, Leadership, lease_for
 from miri.infra.secrets import MissingSharedKey
 from miri.shop import open_shop
 from tests.support.shop import make_settings
@@ -156,3 +156,22 @@ async def test_the_daily_runs_happen_once_however_many_serve(tmp_path: Path, dat
         await asyncio.sleep(1.0)  # a second run, had there been one, would show by now
         found = await a.db.read(runs)
     assert sorted(found) == [("returns", leader, "ok"), ("shipping", leader, "ok")]
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+async def test_the_server_drops_the_jobs_lock_of_a_vanished_machine(database_url):
+    """A killed host's session closes at once; a lost machine's sends nothing: PostgreSQL finds
+    it dead only by its own keepalives on that session, which the lease sets (OS default: 2 h)."""
+    lease = AdvisoryLease(database_url)
+    assert lease.try_acquire()
+    try:
+        conn = lease._conn
+        if conn.info.host.startswith("/"):
+            pytest.skip("a unix socket has no TCP keepalives (the throwaway pgserver's)")
+        shown = [
+            conn.execute(f"SHOW {name}").fetchone()[0]
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        ]
+        assert shown == ["10", "5", "3"]  # seconds, seconds, probes
+    finally:
+        lease.release()
