@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from miri.cli.main import app
 from miri.shop import open_shop
-from tests.support.shop import add_user, make_settings
+from tests.support.shop import SHARED_KEYS, add_user, make_settings
+
+pytestmark = pytest.mark.both_engines
 
 runner = CliRunner()
 
@@ -34,8 +36,11 @@ def place(data_dir: Path, goods: int, *extra: str) -> Any:
 
 
 @pytest.fixture
-def sale(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """A buyer and goods with stock 5, made through the services on the data dir."""
+def sale(
+    data_dir: Path, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, int]:
+    """A buyer and goods with stock 5, made through the services on the shop the commands use
+    (the data dir's SQLite file, or PostgreSQL with the shared keys)."""
     for name, value in (
         ("ARGON2_MEMORY_KIB", "1024"),
         ("ARGON2_TIME_COST", "1"),
@@ -43,9 +48,14 @@ def sale(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         ("PAYMENT_ABANDON_RATE", "0"),
     ):
         monkeypatch.setenv(f"MIRI_{name}", value)
+    if database_url:
+        monkeypatch.setenv("MIRI_DATABASE_URL", database_url)
+        monkeypatch.setenv("MIRI_JWT_SECRET", SHARED_KEYS["jwt_secret"])
+        monkeypatch.setenv("MIRI_DATA_KEY", SHARED_KEYS["data_key"])
+        monkeypatch.setenv("MIRI_PAYMENT_WEBHOOK_SECRET", SHARED_KEYS["jwt_secret"][::-1])
 
     async def make() -> dict[str, int]:
-        async with open_shop(make_settings(data_dir)) as shop:
+        async with open_shop(make_settings(data_dir, database_url=database_url)) as shop:
             seller, _ = await add_user(shop, "seller@example.com")
             buyer, _ = await add_user(shop, "buyer@example.com")
             goods = await shop.goods.register(

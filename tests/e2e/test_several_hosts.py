@@ -235,8 +235,8 @@ async def test_three_hosts_sell_as_one_shop_and_survive_a_sigkill(
             runs = await _wait_runs(pg_url, {"shipping", "returns"})
             stock_after = await _live_stock(bases[0], goods)
         finally:
-            stopped = [stop_server(p, timeout=60) for p in procs if p is not procs[victim]]
-        assert stopped == [0] * (HOSTS - 1), "the survivors did not stop cleanly"
+            codes = [stop_server(p, timeout=60) for p in procs]  # the victim too, if spared
+        assert codes[:victim] == [0] * victim, "the survivors did not stop cleanly"
         _check_runs(runs, health[0]["host"]["id"])
         _check_orders(pg_url, sale, goods, stock_after)
         _check_deliveries(pg_url, held)
