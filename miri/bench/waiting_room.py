@@ -79,6 +79,7 @@ class Buyer:
     joined_at: float | None = None
     outcome: str = "waiting"  # ordered, refused, sold_out, expired, error, gave_up
     told_at: float | None = None  # when the stream said SOLD_OUT
+    reconnects: int = 0  # streams opened again after a drop
 
 
 @dataclass
@@ -153,41 +154,78 @@ async def _room_buyer(
             return
         break
     buyer.joined_at = time.time()
-    timeout = aiohttp.ClientTimeout(total=max(until - time.time(), 1), sock_read=30)
+    # Wait on the stream as a browser's EventSource does: a dropped stream is opened again.
+    while time.time() < until:
+        try:
+            done = await _wait_and_order(session, base, gid, buyer, orders, until, auth)
+        except (aiohttp.ClientError, TimeoutError):
+            buyer.reconnects += 1
+            await asyncio.sleep(0.5)
+            continue
+        if done:
+            return
+    buyer.outcome = "gave_up"
+
+
+async def _wait_and_order(
+    session: aiohttp.ClientSession,
+    base: str,
+    gid: int,
+    buyer: Buyer,
+    orders: Orders,
+    until: float,
+    auth: dict[str, str],
+) -> bool:
+    """Follow the ticket's stream; once admitted, order with the pass. True: the buyer is done."""
+    timeout = aiohttp.ClientTimeout(total=max(until - time.time(), 1), sock_read=40)
     url = f"{base}/api/auth/goods/{gid}/queue/stream"
     async with session.get(url, headers=auth, timeout=timeout) as stream:
+        if stream.status != 200:
+            await asyncio.sleep(_retry_after(stream))
+            return False
         async for line in stream.content:
             if not line.startswith(b"data: "):
                 continue
             ticket = orjson.loads(line[6:])
             state = ticket["state"]
             if state == "ADMITTED":
-                headers = {**auth, "X-Queue-Pass": ticket["passToken"]}
-                body = {"goodsId": gid, "quantity": 1, "address": ADDRESS}
-                while True:
-                    sent = time.time()
-                    started = time.perf_counter()
-                    async with session.post(
-                        f"{base}/api/auth/orders", json=body, headers=headers
-                    ) as resp:
-                        await resp.read()
-                    orders.add(sent, time.perf_counter() - started, resp.status)
-                    if resp.status != 503 or time.time() >= until:
-                        break
-                    await asyncio.sleep(_retry_after(resp))  # shed before any work: pass kept
-                buyer.outcome = "ordered" if resp.status == 201 else f"refused {resp.status}"
-                if resp.status == 409:  # the units went while the pass was in hand
-                    buyer.told_at = time.time()
-                    buyer.outcome = "sold_out"
-                return
+                await _order(session, base, gid, buyer, orders, until, auth, ticket["passToken"])
+                return True
             if state == "SOLD_OUT":
                 buyer.told_at = time.time()
                 buyer.outcome = "sold_out"
-                return
+                return True
             if state in ("EXPIRED", "USED"):
                 buyer.outcome = state.lower()
-                return
-    buyer.outcome = "gave_up"
+                return True
+    return False
+
+
+async def _order(
+    session: aiohttp.ClientSession,
+    base: str,
+    gid: int,
+    buyer: Buyer,
+    orders: Orders,
+    until: float,
+    auth: dict[str, str],
+    pass_token: str,
+) -> None:
+    headers = {**auth, "X-Queue-Pass": pass_token}
+    body = {"goodsId": gid, "quantity": 1, "address": ADDRESS}
+    while True:
+        sent = time.time()
+        started = time.perf_counter()
+        async with session.post(f"{base}/api/auth/orders", json=body, headers=headers) as resp:
+            await resp.read()
+        orders.add(sent, time.perf_counter() - started, resp.status)
+        if resp.status != 503 or time.time() >= until:
+            break
+        await asyncio.sleep(_retry_after(resp))  # shed before any work: the pass is kept
+    buyer.outcome = "ordered" if resp.status == 201 else f"refused {resp.status}"
+    if resp.status == 409:  # the units went while the pass was in hand
+        buyer.told_at = time.time()
+        buyer.outcome = "sold_out"
 
 
 async def _bare_buyer(
@@ -341,6 +379,7 @@ async def _room_sale(
         outcomes[b.outcome] = outcomes.get(b.outcome, 0) + 1
     sold_out_at = figures.sold_out_at
     return {
+        "streamReconnects": sum(b.reconnects for b in buyers),
         "goodsId": gid,
         "buyers": {"early": opts.early, "late": opts.late},
         "sale": await _sale(shop, gid),

@@ -425,3 +425,20 @@ async def test_a_join_that_lands_after_the_shuffle_queues_behind(api, room_shop)
     assert (await _ticket(api, early, gid))["position"] == 1
     assert (await _ticket(api, straggler, gid))["position"] == 2
     assert await _admit(room_shop, 1.0) == 2
+
+
+async def test_a_stream_in_a_line_that_does_not_move_still_sends_keep_alives(room_shop):
+    """Every unit promised to a pass: the line stands still, and the stream must still show
+    it is alive (a keep-alive), or the buyer's client takes the connection for dead."""
+    gid = await _goods_with_room(room_shop, stock=1, rate=50, opens_in=None)
+    holder_id, _ = await add_user(room_shop, "holder@example.com")
+    waiter_id, _ = await add_user(room_shop, "waiter@example.com")
+    await room_shop.queue.join(holder_id, gid)
+    await room_shop.queue.join(waiter_id, gid)
+    await _admit(room_shop, 0)
+    assert await _admit(room_shop, 1.0) == 1  # one unit, one pass: the waiter stays put
+    follow = room_shop.queue.follow(waiter_id, gid, quiet=0.5)
+    first = await asyncio.wait_for(anext(follow), 5)
+    assert first is not None and first.state == "WAITING" and first.position == 1
+    assert await asyncio.wait_for(anext(follow), 10) is None  # a keep-alive
+    await follow.aclose()

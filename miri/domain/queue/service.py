@@ -292,7 +292,11 @@ class QueueService:
                     if not moved or time.monotonic() - sent_at >= POSITION_EVERY:
                         last, sent_at = current, time.monotonic()
                         yield current
-                if not await signal.wait(quiet):
+                await signal.wait(quiet)
+                # Quiet for a while (a line that does not move: every unit is promised to a
+                # pass): a keep-alive, so the buyer's connection is not taken for dead.
+                if time.monotonic() - sent_at >= quiet:
+                    sent_at = time.monotonic()
                     yield None
         finally:
             self._unwatch(goods_id)
