@@ -23,12 +23,14 @@ from zoneinfo import ZoneInfo
 from miri.config import Settings
 from miri.domain.events import (
     Event,
+    ItemReturned,
     ItemShipped,
     OrderItemCanceled,
     OrderPlaced,
     PasswordResetRequested,
     PaymentAborted,
     PaymentCompleted,
+    PaymentRefunded,
 )
 from miri.domain.goods import setup as goods_setup
 from miri.domain.goods.service import GoodsService
@@ -82,6 +84,10 @@ def event_handlers(
         PaymentAborted: [("orders", orders.outcomes.on_payment_aborted)],
         # Canceled by the buyer, expired, or paid too late: payments refunds or aborts.
         OrderItemCanceled: [("payments", payments.on_item_canceled)],
+        # A return completed (its stock went back): payments gives the money back.
+        ItemReturned: [("payments", payments.on_item_returned)],
+        # Money went back to the buyer (a cancel, a late payment, a return): they are told.
+        PaymentRefunded: [("mail", mail.on_payment_refunded)],
         # The seller shipped it by hand: the buyer gets the carrier and tracking number.
         ItemShipped: [("mail", mail.on_item_shipped)],
         # A password reset was asked for an existing account: the token goes out by mail.
@@ -242,6 +248,9 @@ async def open_shop(
             rng=rng,
         )
         stack.push_async_callback(queue.close)
+        payments = payments_setup.build(
+            db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics, settings=settings
+        )
         orders = orders_setup.build(
             db=db,
             redis=redis.client,
@@ -254,9 +263,7 @@ async def open_shop(
             metrics=metrics,
             payment_timeout=settings.payment_timeout,
             gate=queue,
-        )
-        payments = payments_setup.build(
-            db=db, bus=bus, breakers=breakers, clock=clock, metrics=metrics, settings=settings
+            refunds=payments,
         )
         hosts = Hosts(db)
         order_views = OrderViews(db=db, zone=ZoneInfo(settings.timezone))

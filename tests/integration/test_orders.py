@@ -127,7 +127,9 @@ async def test_life_of_an_order(client, shop, clock, people):
     assert await shop.jobs.run("returns") == {"returned": 0}
     clock.advance(days=1, seconds=1)
     assert await shop.jobs.run("returns") == {"returned": 1}
-    assert (await item(client, people["buyer"], detail))["returnStatus"] == "RETURN_COMPLETED"
+    assert await shop.bus.drain(timeout=20)
+    returned = await item(client, people["buyer"], detail)
+    assert (returned["returnStatus"], returned["paymentStatus"]) == ("RETURN_COMPLETED", "REFUNDED")
     assert await stock(client, goods_id) == 5
     report = await shop.goods.check_stock(repair=False)
     assert not _mismatches(report)
@@ -197,6 +199,8 @@ async def test_cancel_refunds_and_releases_once_under_concurrency(client, shop, 
         )
     )
     assert sorted(r.status for r in answers) == [200] + [409] * 19
+    [won] = [r for r in answers if r.status == 200]
+    assert (await won.json())["data"]["paymentStatus"] == "REFUNDED"  # the answer shows it
     assert await stock(client, goods_id) == 4
     await shop.bus.drain(timeout=20)
     got = await item(client, people["buyer"], detail)
@@ -225,6 +229,13 @@ async def test_cancel_racing_payment_abort_and_expiry_releases_once(make_client,
     assert await stock(client, goods_id) == 50
     page = await shop.order_views.list(size=100)
     assert {i.order_status for i in page.items} == {"CANCELED"}
+    # Each payment ended once and says how: aborted, or refunded with nothing taken (the cancel
+    # came first); no money was taken, so none was given back.
+    assert {i.payment_status for i in page.items} <= {"PAYMENT_ABORTED", "REFUNDED"}
+    told = await shop.db.read(
+        lambda c: c.execute("SELECT COUNT(*) FROM outbox WHERE type = 'PaymentRefunded'").fetchone()
+    )
+    assert told[0] == 0
     assert not _mismatches(await shop.goods.check_stock(repair=False))
 
 

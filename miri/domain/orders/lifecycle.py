@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from miri.domain.events import OrderItemCanceled
+from miri.domain.events import ItemReturned, OrderItemCanceled
 from miri.domain.orders import store
 from miri.domain.orders.model import PAYMENT_PENDING, Released, Stock, give_back
 from miri.infra.bus import Bus
@@ -70,8 +70,23 @@ class Lifecycle:
         return {"inTransit": in_transit, "delivered": delivered}
 
     async def run_returns(self, as_of: datetime | None = None) -> dict[str, int]:
-        """Returns asked for more than a day ago complete, and their quantity goes back."""
+        """Returns asked for more than a day ago complete: their quantity goes back, and the
+        money (``ItemReturned`` in the same commit: payments refunds)."""
         now = self._now(as_of)
-        released = await self._db.write(lambda conn: store.complete_returns(conn, now, now - DAY))
+
+        def complete(conn: sqlite3.Connection) -> list[Released]:
+            done = store.complete_returns(conn, now, now - DAY)
+            for item, _ in done:
+                self._bus.record(
+                    conn,
+                    ItemReturned(
+                        order_item_id=item.item_id, order_id=item.order_id, user_id=item.user_id
+                    ),
+                )
+            return [released for _, released in done]
+
+        released = await self._db.write(complete)
+        if released:
+            self._bus.notify()
         await give_back(self._stock, released)
         return {"returned": len(released)}

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from miri.domain.events import OrderItemCanceled
+
 PAYMENT_PENDING = "PAYMENT_PENDING"
 
 
@@ -68,6 +70,13 @@ class Gate(Protocol):
     ) -> Any: ...
 
     async def give_back(self, use: Any, *, sold_out: bool) -> None: ...
+
+
+class Refunds(Protocol):
+    """Payments' side of a cancel, asked at once so the cancel's answer shows the refund. The
+    outbox delivers the same event to payments as well; both ways are idempotent."""
+
+    async def on_item_canceled(self, event: OrderItemCanceled) -> None: ...
 
 
 class Sold(Protocol):

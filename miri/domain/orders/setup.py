@@ -10,7 +10,7 @@ from miri.domain.orders.changes import Changes
 from miri.domain.orders.fulfilment import Fulfilment
 from miri.domain.orders.idempotency import IdempotencyKeys
 from miri.domain.orders.lifecycle import Lifecycle
-from miri.domain.orders.model import Catalogue, Gate, Stock, Wishlist
+from miri.domain.orders.model import Catalogue, Gate, Refunds, Stock, Wishlist
 from miri.domain.orders.outcomes import PaymentOutcomes
 from miri.domain.orders.placing import Placing
 from miri.infra.bus import Bus
@@ -42,6 +42,7 @@ def build(
     metrics: ShopMetrics,
     payment_timeout: int,
     gate: Gate | None = None,
+    refunds: Refunds | None = None,
 ) -> Orders:
     keys = IdempotencyKeys(db=db, redis=redis, clock=clock)
     return Orders(
@@ -56,7 +57,7 @@ def build(
             metrics=metrics,
             gate=gate,
         ),
-        changes=Changes(db=db, bus=bus, stock=stock, clock=clock),
+        changes=Changes(db=db, bus=bus, stock=stock, clock=clock, refunds=refunds),
         outcomes=PaymentOutcomes(db=db, bus=bus, stock=stock, clock=clock),
         lifecycle=Lifecycle(
             db=db, bus=bus, stock=stock, clock=clock, payment_timeout=payment_timeout

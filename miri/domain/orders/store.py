@@ -181,20 +181,20 @@ def complete_item(conn: sqlite3.Connection, item_id: int, now: float) -> bool:
 
 
 @dataclass(frozen=True)
-class Unpaid:
+class ItemKey:
     item_id: int
     order_id: int
     user_id: int
 
 
-def unpaid_since(conn: sqlite3.Connection, cutoff: float) -> list[Unpaid]:
+def unpaid_since(conn: sqlite3.Connection, cutoff: float) -> list[ItemKey]:
     """Items still PAYMENT_PENDING that were placed at or before ``cutoff``."""
     rows = conn.execute(
         "SELECT id, order_id, user_id FROM order_items"
         " WHERE status = 'PAYMENT_PENDING' AND created_at <= ?",
         (cutoff,),
     ).fetchall()
-    return [Unpaid(r["id"], r["order_id"], r["user_id"]) for r in rows]
+    return [ItemKey(r["id"], r["order_id"], r["user_id"]) for r in rows]
 
 
 def advance_shipping(conn: sqlite3.Connection, now: float, cutoff: float) -> tuple[int, int]:
@@ -216,13 +216,22 @@ def advance_shipping(conn: sqlite3.Connection, now: float, cutoff: float) -> tup
     return in_transit, delivered
 
 
-def complete_returns(conn: sqlite3.Connection, now: float, cutoff: float) -> list[Released]:
-    """Returns asked for at or before ``cutoff`` complete, their stock flagged released."""
+def complete_returns(
+    conn: sqlite3.Connection, now: float, cutoff: float
+) -> list[tuple[ItemKey, Released]]:
+    """Returns asked for at or before ``cutoff`` complete, their stock flagged released; each
+    with the item it was (payments refunds it)."""
     rows = conn.execute(
         "UPDATE order_items SET return_status = 'RETURN_COMPLETED', stock_released = 1,"
         " updated_at = ? WHERE return_status = 'RETURN_IN_PROGRESS'"
         " AND return_requested_at <= ? AND stock_released = 0"
-        " RETURNING goods_id, user_id, quantity",
+        " RETURNING id, order_id, goods_id, user_id, quantity",
         (now, cutoff),
     ).fetchall()
-    return [Released(r["goods_id"], r["user_id"], r["quantity"]) for r in rows]
+    return [
+        (
+            ItemKey(r["id"], r["order_id"], r["user_id"]),
+            Released(r["goods_id"], r["user_id"], r["quantity"]),
+        )
+        for r in rows
+    ]

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from miri.domain.errors import InvalidState, NotFound, ValidationFailed
 from miri.domain.events import (
     Event,
+    ItemReturned,
     OrderedItem,
     OrderItemCanceled,
     OrderPlaced,
     PaymentAborted,
     PaymentCompleted,
+    PaymentRefunded,
 )
 from miri.domain.payments import store
 from miri.domain.payments.gateway import PaymentRequest
@@ -144,6 +146,10 @@ class PaymentService:
         await self._db.write(settle)
         self._metrics.payments.labels("payment_aborted").inc()
 
+    async def on_item_returned(self, event: ItemReturned) -> None:
+        """A completed return: the goods came back, so does the money."""
+        await self.refund(event.order_item_id)
+
     # -- refunds --------------------------------------------------------------------------------
     async def refund(self, order_item_id: int) -> str | None:
         """Give back what the item's payment took, once; the payment's status after (None: the
@@ -174,10 +180,27 @@ class PaymentService:
                         )
                     )
             now = self._clock.timestamp()
-            if await self._db.write(lambda conn, p=payment, t=now: store.refunded(conn, p, t)):
+            if await self._db.write(lambda conn, p=payment, t=now: self._refunded(conn, p, t)):
                 self._metrics.payments.labels("refunded").inc()
+                self._bus.notify()
                 return store.REFUNDED
         raise RuntimeError(f"the payment of order item {order_item_id} kept changing")
+
+    def _refunded(self, conn: sqlite3.Connection, payment: store.Payment, now: float) -> bool:
+        """REFUNDED; money that was taken is told to the buyer (``PaymentRefunded``), once."""
+        if not store.refunded(conn, payment, now):
+            return False
+        if payment.taken:
+            self._bus.record(
+                conn,
+                PaymentRefunded(
+                    order_item_id=payment.order_item_id,
+                    order_id=payment.order_id,
+                    user_id=payment.user_id,
+                    amount=payment.amount,
+                ),
+            )
+        return True
 
     # -- checkout sessions ----------------------------------------------------------------------
     async def open_session(

@@ -60,8 +60,41 @@ class GoodsSold:
 
 
 @dataclass(frozen=True)
+class Revenue:
+    """Money in won: taken by payments, given back by refunds, and what the shop keeps."""
+
+    paid: int
+    refunded: int
+
+    @property
+    def net(self) -> int:
+        return self.paid - self.refunded
+
+
+@dataclass(frozen=True)
+class GoodsRevenue:
+    goods_id: int
+    goods_name: str
+    revenue: Revenue
+
+
+# Money was taken: a completed walk, a provider's confirmed payment, or one refunded since.
+_TAKEN = "p.status = 'PAYMENT_COMPLETED' OR p.paid_at IS NOT NULL OR p.refunded_at IS NOT NULL"
+REVENUE_PER_GOODS = f"""
+    SELECT d.goods_id, g.name,
+        COALESCE(SUM(CASE WHEN {_TAKEN} THEN p.amount ELSE 0 END), 0),
+        COALESCE(SUM(CASE WHEN p.refunded_at IS NOT NULL THEN p.amount ELSE 0 END), 0)
+    FROM payments p
+    JOIN order_items d ON d.id = p.order_item_id
+    JOIN goods g ON g.id = d.goods_id
+    GROUP BY d.goods_id, g.name
+    ORDER BY d.goods_id
+"""
+
+
+@dataclass(frozen=True)
 class OrderStats:
-    """The admin's totals: counts per status of items, shipping, returns and payments."""
+    """The admin's totals: counts per status of items, shipping, returns and payments; money."""
 
     orders: int
     orders_by_status: dict[str, int]
@@ -69,6 +102,14 @@ class OrderStats:
     returns_by_status: dict[str, int]
     payment_outcomes: dict[str, int]
     sold_per_goods: list[GoodsSold]
+    revenue_per_goods: list[GoodsRevenue]
+
+    @property
+    def revenue(self) -> Revenue:
+        return Revenue(
+            sum(g.revenue.paid for g in self.revenue_per_goods),
+            sum(g.revenue.refunded for g in self.revenue_per_goods),
+        )
 
 
 class OrderViews:
@@ -171,6 +212,10 @@ class OrderViews:
                 ),
                 payment_outcomes=counts("SELECT status, COUNT(*) FROM payments GROUP BY status"),
                 sold_per_goods=sold,
+                revenue_per_goods=[
+                    GoodsRevenue(r[0], r[1], Revenue(int(r[2]), int(r[3])))
+                    for r in conn.execute(REVENUE_PER_GOODS).fetchall()
+                ],
             )
 
         return await self._db.read(query)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from miri.domain.views.orders import OrderStats
+from miri.domain.views.orders import OrderStats, Revenue
 from miri.server.api import Api, ok
 from miri.server.keys import SHOP
 from miri.server.models import Paging, order_item, page_out
@@ -28,6 +28,10 @@ async def all_orders(request: web.Request, query: AdminOrderQuery) -> web.Respon
     return ok(page_out(page, order_item))
 
 
+def _money(revenue: Revenue) -> dict[str, int]:
+    return {"paid": revenue.paid, "refunded": revenue.refunded, "net": revenue.net}
+
+
 def _figures(stats: OrderStats) -> dict[str, Any]:
     return {
         "orders": stats.orders,
@@ -39,6 +43,13 @@ def _figures(stats: OrderStats) -> dict[str, Any]:
             {"goodsId": g.goods_id, "goodsName": g.goods_name, "sold": g.sold}
             for g in stats.sold_per_goods
         ],
+        "revenue": {
+            **_money(stats.revenue),
+            "perGoods": [
+                {"goodsId": g.goods_id, "goodsName": g.goods_name, **_money(g.revenue)}
+                for g in stats.revenue_per_goods
+            ],
+        },
     }
 
 
