@@ -377,9 +377,15 @@ async def _room_sale(
     outcomes: dict[str, int] = {}
     for b in buyers:
         outcomes[b.outcome] = outcomes.get(b.outcome, 0) + 1
+    left_as: dict[str, int] = {}  # the tickets of buyers who gave up, as the shop has them
+    for b in buyers:
+        record = records[b.user_id]
+        if b.outcome == "gave_up" and record is not None:
+            left_as[record.state] = left_as.get(record.state, 0) + 1
     sold_out_at = figures.sold_out_at
     return {
         "streamReconnects": sum(b.reconnects for b in buyers),
+        "gaveUpTickets": left_as,
         "goodsId": gid,
         "buyers": {"early": opts.early, "late": opts.late},
         "sale": await _sale(shop, gid),

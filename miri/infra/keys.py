@@ -67,6 +67,11 @@ def queue_passes(goods_id: int) -> str:
     return f"{QUEUE_PREFIX}{goods_id}:passes"
 
 
+def queue_pending(goods_id: int) -> str:
+    """Buyer -> when their pass was used by an order whose reservation has not answered yet."""
+    return f"{QUEUE_PREFIX}{goods_id}:pending"
+
+
 def queue_ticket_prefix(goods_id: int) -> str:
     return f"{QUEUE_PREFIX}{goods_id}:t:"
 

@@ -442,3 +442,23 @@ async def test_a_stream_in_a_line_that_does_not_move_still_sends_keep_alives(roo
     assert first is not None and first.state == "WAITING" and first.position == 1
     assert await asyncio.wait_for(anext(follow), 10) is None  # a keep-alive
     await follow.aclose()
+
+
+async def test_a_used_pass_holds_its_unit_back_until_the_reservation_answers(api, room_shop):
+    """Between a pass being used and its reservation, the unit is still in live stock: the
+    room must not admit someone else to it (that was an over-admission under load)."""
+    gid = await _goods_with_room(room_shop, stock=2, rate=50, opens_in=None)
+    buyers = await _buyers(room_shop, 4)
+    ids = [(await room_shop.users.authenticate(t)).user_id for t in buyers]
+    for token in buyers:
+        await _join(api, token, gid)
+    await _admit(room_shop, 0)
+    assert await _admit(room_shop, 1.0) == 2
+    first = await room_shop.queue.ticket(ids[0], gid)
+    used = await room_shop.queue.use_passes(ids[0], [gid], [first.pass_token])
+    assert used is not None  # the pass is used; the reservation has not happened yet
+    assert await _admit(room_shop, 1.0) == 0  # two units: one held by a pass, one in flight
+    # Here no reservation took the unit, so once the room hears the order answered, the unit
+    # is free for the next in line.
+    await room_shop.queue.reserved(used)
+    assert await _admit(room_shop, 1.0) == 1

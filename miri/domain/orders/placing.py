@@ -128,6 +128,8 @@ class Placing:
             if idem is not None and isinstance(exc, ShopError):
                 await self._keys.remember_refusal(user_id, idem, exc)
             raise
+        if used is not None:
+            await self._settle(used)
         now = self._clock.timestamp()
         address_enc = self._cipher.encrypt(order.address, "address")
         prices = [catalogue[goods_id].price for goods_id, _ in items]
@@ -172,6 +174,13 @@ class Placing:
         self._metrics.orders_placed.inc()
         self._metrics.order_items.inc(len(items))
         return placed
+
+    async def _settle(self, used: object) -> None:
+        """The units are reserved: the waiting room stops holding them back for this pass
+        (if Redis does not answer, the room lets them go after a while by itself)."""
+        assert self._gate is not None
+        with contextlib.suppress(Exception):
+            await self._gate.reserved(used)
 
     async def _give_back(self, used: object, *, sold_out: bool) -> None:
         """A refused order does not cost the buyer their pass (unless the goods are gone)."""

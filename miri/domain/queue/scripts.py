@@ -69,14 +69,18 @@ return {'NEW'}
 )
 
 # One admission run for one room (the leader runs it a few times a second).
-# KEYS: room, pre, line, passes, goods. ARGV: now, seed, tprefix, secret, most per run.
+# KEYS: room, pre, line, passes, goods, pending. ARGV: now, seed, tprefix, secret, most per run,
+# how long a used pass may wait for its reservation's answer.
 # Sweeps passes that ran out, shuffles the pre-queue at the opening, marks the room sold out
-# while live stock is 0, and admits min(credit, units not already covered by passes, line).
+# while live stock is 0, and admits min(credit, line, units not already promised): live stock
+# minus passes held minus passes used by orders whose reservation has not answered yet (those
+# units may still leave the stock; counting them twice for a moment only admits later).
 # Answers {status, admitted now, expired now, live stock}.
 ADMIT = (
     _OPEN_LINE
     + """
-local room, pre, line, passes, goods = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local room, pre, line, passes, goods, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6]
 local now, tprefix = tonumber(ARGV[1]), ARGV[3]
 local cfg = redis.call('HMGET', room, 'enabled', 'rate', 'pass_s', 'credit', 'last', 'soldout')
 if cfg[1] ~= '1' then return {'NO_ROOM', 0, 0, 0} end
@@ -113,7 +117,8 @@ local last = tonumber(cfg[5] or ARGV[1])
 local credit = tonumber(cfg[4] or '0') + rate * math.max(now - last, 0)
 if credit > rate then credit = rate end
 local n = math.floor(credit + 1e-6)  -- times are floats: 0.2 s at 5/s is one buyer
-local free = stock - redis.call('ZCARD', passes)
+redis.call('ZREMRANGEBYSCORE', pending, '-inf', now - tonumber(ARGV[6]))
+local free = stock - redis.call('ZCARD', passes) - redis.call('ZCARD', pending)
 if n > free then n = free end
 if n > tonumber(ARGV[5]) then n = tonumber(ARGV[5]) end
 local admitted = 0
@@ -138,15 +143,16 @@ return {'OK', admitted, expired, stock}
 )
 
 # Uses the caller's passes for every goods of an order, all or none, before anything is
-# reserved. KEYS: per goods: room, ticket, passes. ARGV: now, user, then the offered tokens.
+# reserved. KEYS: per goods: room, ticket, passes, pending. ARGV: now, user, then the offered
+# tokens.
 # Answers {'OK'} or {refusal, goods index (1-based)}: NO_TICKET, WAITING, USED, EXPIRED,
 # NOT_YOURS (the token is not this buyer's pass), SOLD_OUT.
 USE = """
 local now = tonumber(ARGV[1])
 local offered = {}
 for i = 3, #ARGV do offered[ARGV[i]] = true end
-for i = 1, #KEYS, 3 do
-  local g = (i + 2) / 3
+for i = 1, #KEYS, 4 do
+  local g = (i + 3) / 4
   local t = redis.call('HMGET', KEYS[i + 1], 'state', 'pass', 'exp')
   if not t[1] then return {'NO_TICKET', g} end
   local soldout = redis.call('HGET', KEYS[i], 'soldout') == '1'
@@ -155,9 +161,10 @@ for i = 1, #KEYS, 3 do
   if t[1] ~= 'ADMITTED' then return {t[1], g} end
   if not offered[t[2]] then return {'NOT_YOURS', g} end
 end
-for i = 1, #KEYS, 3 do
+for i = 1, #KEYS, 4 do
   redis.call('HSET', KEYS[i + 1], 'state', 'USED', 'used_at', ARGV[1])
   redis.call('ZREM', KEYS[i + 2], ARGV[2])
+  redis.call('ZADD', KEYS[i + 3], ARGV[1], ARGV[2])
   redis.call('HINCRBY', KEYS[i], 'used', 1)
 end
 return {'OK'}
@@ -165,11 +172,12 @@ return {'OK'}
 
 # An order that used a pass was then refused. For stock (SOLD_OUT) the ticket ends SOLD_OUT;
 # for anything else (a limit, a fault) the buyer keeps the pass until it runs out.
-# KEYS: room, ticket, passes. ARGV: now, user, when the pass was used, outcome ('SOLD_OUT' or
-# 'BACK'): only that use is undone.
+# KEYS: room, ticket, passes, pending. ARGV: now, user, when the pass was used, outcome
+# ('SOLD_OUT' or 'BACK'): only that use is undone.
 GIVE_BACK = """
 local t = redis.call('HMGET', KEYS[2], 'state', 'used_at', 'exp')
 if t[1] ~= 'USED' or t[2] ~= ARGV[3] then return 0 end
+redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'used', -1)
 if ARGV[4] == 'SOLD_OUT' then
   redis.call('HSET', KEYS[2], 'state', 'SOLD_OUT')
@@ -195,5 +203,12 @@ if ARGV[2] == '1' then
 else
   redis.call('SREM', KEYS[2], ARGV[1])
 end
+return 1
+"""
+
+# The reservation of an order that used passes answered: its units have left the stock.
+# KEYS: the pending set of each goods; ARGV: user.
+RESERVED = """
+for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """

@@ -42,6 +42,7 @@ LiveStock = Callable[[int], Awaitable[int]]  # the goods module's live stock (No
 TICK = 0.2  # seconds between admission runs on the leader
 SNAPSHOT_AGE = 0.25  # seconds a process answers from one read of a room's figures
 ROOMS_AGE = 1.0  # seconds the order path trusts its list of goods that have a room
+PENDING_FOR = 30.0  # seconds a used pass holds its unit back at most (a process died meanwhile)
 MOST_PER_RUN = 1000  # admissions per script run: keeps one run short for Redis
 TICKET_CACHE = 200_000  # waiting tickets remembered per process
 STREAM_EVERY = 0.25  # seconds between looks at a room while anyone streams it
@@ -97,6 +98,8 @@ class _Once:
             future = asyncio.ensure_future(work())
             self._running[key] = future
             future.add_done_callback(lambda _: self._running.pop(key, None))
+            # Every waiter may have gone (cancelled): the outcome is still looked at once.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return await asyncio.shield(future)
 
 
@@ -127,6 +130,7 @@ class QueueService:
         self._use = redis.register_script(scripts.USE)
         self._give_back = redis.register_script(scripts.GIVE_BACK)
         self._configure = redis.register_script(scripts.CONFIGURE)
+        self._reserved = redis.register_script(scripts.RESERVED)
         self.snapshot_age = SNAPSHOT_AGE
         self._figures: dict[int, tuple[RoomFigures, float]] = {}
         self._reads = _Once()
@@ -386,6 +390,7 @@ class QueueService:
                     keys.queue_line(goods_id),
                     keys.queue_passes(goods_id),
                     keys.goods(goods_id),
+                    keys.queue_pending(goods_id),
                 ],
                 args=[
                     repr(now),
@@ -393,6 +398,7 @@ class QueueService:
                     keys.queue_ticket_prefix(goods_id),
                     secrets.token_hex(16),
                     MOST_PER_RUN,
+                    PENDING_FOR,
                 ],
             )
             status, admitted, expired, stock = answer[0], *map(int, answer[1:])
@@ -452,6 +458,7 @@ class QueueService:
                 keys.queue_room(goods_id),
                 keys.queue_ticket(goods_id, user_id),
                 keys.queue_passes(goods_id),
+                keys.queue_pending(goods_id),
             ]
         answer = await self._use(keys=room_keys, args=[repr(now), user_id, *tokens])
         if answer[0] == "OK":
@@ -465,6 +472,12 @@ class QueueService:
             text = "these goods are behind a waiting room: send X-Queue-Pass with your pass"
         raise QueuePassRequired(text, {"goodsId": goods_id, "reason": reason})
 
+    async def reserved(self, use: PassUse) -> None:
+        """The order's units have left the stock: its passes no longer hold units back."""
+        await self._reserved(
+            keys=[keys.queue_pending(g) for g in use.goods_ids], args=[use.user_id]
+        )
+
     async def give_back(self, use: PassUse, *, sold_out: bool) -> None:
         """The order that used these passes was refused: for stock the tickets end SOLD_OUT,
         otherwise the buyer keeps the pass until it runs out."""
@@ -474,6 +487,7 @@ class QueueService:
                     keys.queue_room(goods_id),
                     keys.queue_ticket(goods_id, use.user_id),
                     keys.queue_passes(goods_id),
+                    keys.queue_pending(goods_id),
                 ],
                 args=[
                     repr(self._clock.timestamp()),
