@@ -51,8 +51,10 @@ def client_address(
     """The client address for a request from ``peer`` carrying ``forwarded_for``."""
     if not peer:
         return "unknown"
+    if not proxies or not forwarded_for:
+        return peer
     current = _address(peer)
-    if current is None or not proxies or not forwarded_for:
+    if current is None:
         return peer
     if not _trusted(current, proxies):
         return peer

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from miri.config import Settings
+from miri.server import clients
 from miri.server.app import create_app
 from miri.server.presence import announce
 from miri.shop import open_shop
@@ -23,7 +24,8 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             '%s "%s %s" %s %.1fms rid=%s',
-            request.remote,
+            # The client as every per-client limit sees it (behind a trusted proxy: the forwarded)
+            clients.of(request) if isinstance(request, web.Request) else request.remote,
             request.method,
             request.path_qs,
             response.status,

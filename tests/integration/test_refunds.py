@@ -191,3 +191,64 @@ async def test_admin_stats_count_the_money(client, shop, clock, people):
         900,
         300,
     )
+
+
+# -- with the hosted checkout: the provider is asked to give money back once --------------------
+async def provider_refunds(shop: Any) -> list[tuple[str, int]]:
+    rows = await shop.db.read(
+        lambda c: c.execute("SELECT checkout_id, amount FROM provider_refunds").fetchall()
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def paid_by_webhook(shop: Any, client: Any, token: str, goods_id: int) -> tuple[Any, ...]:
+    """An order with its checkout open: (item, paymentId, the provider's signed success, send)."""
+    from tests.integration.test_payments import event, send, signed
+
+    placed = await (await order(client, token, goods_id, 2)).json()
+    order_id = placed["data"]["orderId"]
+    detail = placed["data"]["items"][0]["orderDetailId"]
+    resp = await client.post(f"/api/auth/orders/{order_id}/payment", headers=bearer(token))
+    payment_id = (await resp.json())["data"]["paymentId"]
+    body = event(payment_id, amount=2000, eventId=f"evt_{detail}")
+    return detail, payment_id, signed(shop, body), send
+
+
+async def test_checkout_return_and_cancel_race_refund_once_at_the_provider(
+    make_client, clock, smtp
+):
+    shop, client = await make_client(
+        token_ttl=30 * 24 * 3600,
+        payment_provider="checkout",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+    )
+    _, seller = await add_user(shop, "seller@example.com")
+    _, buyer = await add_user(shop, "buyer@example.com")
+    goods_id = await register_goods(client, seller, stock=10)
+    # One item paid, delivered and returned, while its return run races itself.
+    kept, kept_payment, hook, send = await paid_by_webhook(shop, client, buyer, goods_id)
+    assert (await send(client, hook)).status == 200
+    assert await shop.bus.drain(timeout=20)
+    await deliver(shop, clock)
+    resp = await client.post(f"/api/auth/orders/{kept}/return", json=REASON, headers=bearer(buyer))
+    assert resp.status == 200, await resp.text()
+    clock.advance(days=1, seconds=1)
+    await asyncio.gather(*(shop.orders.lifecycle.run_returns() for _ in range(4)))
+    assert await shop.bus.drain(timeout=20)
+    assert await provider_refunds(shop) == [(kept_payment, 2000)]
+    # Another item: its buyer cancels while the provider's success webhook lands.
+    raced, raced_payment, hook, send = await paid_by_webhook(shop, client, buyer, goods_id)
+    canceled, hooked = await asyncio.gather(
+        client.post(f"/api/auth/orders/{raced}/cancel", headers=bearer(buyer)),
+        send(client, hook),
+    )
+    assert canceled.status == 200 and hooked.status == 200
+    assert await shop.bus.drain(timeout=20)
+    got = await item(client, buyer, raced)
+    assert (got["orderStatus"], got["paymentStatus"]) == ("CANCELED", "REFUNDED")
+    refunds = await provider_refunds(shop)
+    assert refunds.count((raced_payment, 2000)) == 1 and len(refunds) == 2
+    assert await refunds_told(shop) == sorted([kept, raced])
+    assert len(refund_mails(smtp)) == 2
+    assert await stock(client, goods_id) == 10

@@ -29,7 +29,7 @@ from miri.infra.database import Database
 from miri.infra.mail import Mailer
 
 RESET_CONTEXT = "password-reset"
-Letter = tuple[str, str]  # subject, body
+Letter = tuple[str, str] | None  # subject, body; None: nothing to tell after all
 
 
 class Buyer(Protocol):
@@ -41,6 +41,9 @@ class Buyer(Protocol):
 
 
 class Item(Protocol):
+    @property
+    def order_status(self) -> str: ...
+
     @property
     def goods_name(self) -> str: ...
 
@@ -86,6 +89,8 @@ class Notifications:
     async def on_payment_completed(self, event: PaymentCompleted) -> None:
         async def letter() -> Letter:
             item = await self._items.get(None, event.order_item_id)
+            if item.order_status != "COMPLETED":
+                return None  # paid too late for an item already canceled: the refund mail tells
             return (
                 f"Order confirmed: {item.goods_name}",
                 f"Your payment is complete and your order is confirmed.\n\n"
@@ -145,7 +150,9 @@ class Notifications:
             to = (await self._people.profile(user_id)).email
         except NotFound:  # the account is gone: nobody to tell
             return
-        subject, body = await letter()
-        await self._mailer.send(to, subject, body, message_id=f"<{event.event_id}.{kind}@miri>")
+        written = await letter()
+        if written is not None:
+            subject, body = written
+            await self._mailer.send(to, subject, body, message_id=f"<{event.event_id}.{kind}@miri>")
         now = self._clock.timestamp()
         await self._db.write(lambda c: store.mark_sent(c, event.event_id, kind, now))
