@@ -54,9 +54,9 @@ class Settings:
     # Requests in flight per worker: "auto" adapts between floor and ceiling to measured latency,
     # a number is a fixed bound, "off" takes everything (measurements). Over it: 503 + Retry-After.
     max_in_flight: str = "auto"
-    max_in_flight_floor: int = 16
+    max_in_flight_floor: int = 128  # below ~100 in flight the order path batches too little
     max_in_flight_ceiling: int = 512
-    max_in_flight_latency: float = 0.05  # seconds: mean time in handlers "auto" keeps under
+    max_in_flight_latency: float = 0.1  # seconds: mean time in handlers "auto" keeps under
     overload_retry_after: int = 1  # seconds, in the Retry-After of a 503 over the bound
     stock_sync_interval: float = 5.0
     # How orders get paid: "checkout" (hosted checkout + signed webhooks; the built-in test

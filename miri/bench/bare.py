@@ -61,7 +61,7 @@ async def serve(host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=8192)  # as miri serve's (server/runner.py)
     await site.start()
     print(f"bare endpoint listening on http://{host}:{port}", flush=True)
     try:

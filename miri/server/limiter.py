@@ -8,9 +8,9 @@ nothing reserved), and the ones inside it stay quick.
 The bound adapts like the gradient limit of Netflix's concurrency-limits, with a latency budget:
 every window of samples (orders and reads) compares the short-term latency in handlers (the
 window's mean) with a long-term average of it. Over the budget (``max_in_flight_latency``) the
-bound is cut at once in proportion; under it, while short and long agree, it grows by about its
-square root (room to find more throughput), and when latency rises above the long-term figure
-times a tolerance it shrinks in proportion. Never below the floor nor above the ceiling, where it
+bound is cut at once (by the square root of how far over); under it, while short and long agree,
+it grows by its square root (room to find more throughput), and when latency rises above the
+long-term figure times a tolerance it shrinks in proportion. Never below the floor nor above the ceiling, where it
 starts: a burst the shop answers in time is never refused. A bound that is not used (fewer than
 half of it in flight) learns nothing: slow requests then are not the bound's doing.
 
@@ -41,6 +41,8 @@ ORDERS, READS, ADMIN, OTHER, STREAMS = 0, 1, 2, 3, 4
 CLASSES = ("orders", "reads", "admin", "other", "streams")
 
 ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
+SHED_BUDGET = 1000  # refusals per second a worker aims at (~10% of a core at ~80 us each)
+MAX_RETRY = 10  # seconds: the longest Retry-After the pacing gives
 WINDOW_SECONDS = 0.05  # a window closes after this long...
 WINDOW_SAMPLES = 20  # ...and at least this many samples
 TOLERANCE = 1.5  # short-term latency may be this much above the long-term before the bound shrinks
@@ -138,6 +140,9 @@ class InFlightBound:
         "_peak",
         "_window_end",
         "_classes",
+        "_min_retry",
+        "_paced_at",
+        "_paced_shed",
     )
 
     def __init__(self, config: BoundSettings) -> None:
@@ -145,6 +150,9 @@ class InFlightBound:
         self.floor = config.floor
         self.ceiling = config.ceiling
         self.retry_after = str(config.retry_after)
+        self._min_retry = config.retry_after
+        self._paced_at = 0.0
+        self._paced_shed = 0
         self.latency = config.latency
         self.in_flight = 0
         self.in_flight_by = [0] * len(CLASSES)
@@ -193,16 +201,38 @@ class InFlightBound:
             return  # the bound is not what holds the work back: nothing learnt
         estimate = self._estimate
         if short > self.latency:
-            # Over the latency budget: cut at once, in proportion (at most by half).
-            estimate *= max(0.5, self.latency / short)
+            # Over the budget: cut at once, by the square root of how far over (at most by half),
+            # so a latency the bound cannot fix (a busy machine) does not drive it to the floor.
+            estimate *= max(0.5, math.sqrt(self.latency / short))
         else:
             gradient = max(0.5, min(1.0, TOLERANCE * long / short)) if short > 0 else 1.0
-            target = estimate * gradient + math.sqrt(estimate)
-            estimate += (target - estimate) * SMOOTHING
+            if gradient < 1.0:  # latency rising fast: shrink in proportion, smoothed
+                target = estimate * gradient + math.sqrt(estimate)
+                estimate += (target - estimate) * SMOOTHING
+            else:  # inside the budget and steady: room to find more throughput
+                estimate += math.sqrt(estimate)
         estimate = max(float(self.floor), min(float(self.ceiling), estimate))
         self._estimate = estimate
         self.limit = int(estimate)
         self.admin_limit = self.limit * ADMIN_FACTOR
+
+    def pace(self, now: float) -> int:
+        """Once a second: the Retry-After that keeps refusals near ``SHED_BUDGET`` per second.
+
+        A refusal is cheap but not free (aiohttp parses the request and writes the answer: tens
+        of microseconds), and clients that wait as told come back at about (clients refused) /
+        Retry-After per second. The clients refused are estimated as the last second's refusals
+        times the Retry-After they were given; the hint grows with them (up to ``MAX_RETRY``),
+        so thousands of refused clients cost the worker a bounded share of its time.
+        """
+        shed = sum(self.shed_by)
+        if self._paced_at:
+            rate = (shed - self._paced_shed) / max(now - self._paced_at, 1e-3)
+            waiting = rate * int(self.retry_after)
+            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(waiting / SHED_BUDGET)))
+            self.retry_after = str(wanted)
+        self._paced_at, self._paced_shed = now, shed
+        return int(self.retry_after)
 
     def refusal(self, request: web.Request) -> web.Response:
         """503 UNAVAILABLE in the envelope, with Retry-After and the request id."""
@@ -230,6 +260,7 @@ class InFlightBound:
             "shed": dict(zip(CLASSES, self.shed_by, strict=True)),
             "latencyMs": round(self._long * 1000, 3),  # the long-term mean in handlers
             "latencyTargetMs": round(self.latency * 1000, 3),
+            "retryAfter": int(self.retry_after),
         }
 
 
@@ -303,6 +334,7 @@ def publisher(
     async def run(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
+                bound.pace(time.monotonic())
                 publish(bound, metrics, published)
                 await asyncio.sleep(PUBLISH_EVERY)
 

@@ -18,6 +18,7 @@ from miri.server.presence import announce
 from miri.shop import open_shop
 
 log = logging.getLogger("miri.server")
+LISTEN_BACKLOG = 8192
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -41,7 +42,9 @@ def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    # A sale's opening connects thousands at once; a short accept queue drops their SYNs and they
+    # come back only after the kernel's 1 s / 3 s retries. The kernel caps it at somaxconn.
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 

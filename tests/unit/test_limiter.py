@@ -79,8 +79,8 @@ def _windows(bound: InFlightBound, latency: float, count: int, now: float) -> fl
 def test_adaptive_bound_starts_open_cuts_over_budget_and_grows_back(tmp_path: Path) -> None:
     bound = _bound(tmp_path, max_in_flight_floor=8, max_in_flight_ceiling=400)
     assert bound.limit == 400  # a fresh server refuses nothing it can answer in time
-    now = _windows(bound, 0.200, 3, 1.0)  # four times the 50 ms budget: cut at once
-    assert bound.limit <= 400 * 0.5**2
+    now = _windows(bound, 0.400, 3, 1.0)  # four times the 100 ms budget: cut at once
+    assert bound.limit <= 400 * 0.5**2  # halved per window (four times over: sqrt 4 = 2)
     now = _windows(bound, 0.500, 50, now)
     assert bound.limit == 8  # never below the floor
     now = _windows(bound, 0.010, 30, now)  # well inside the budget, and the bound is full
@@ -115,3 +115,23 @@ def test_fixed_bound_reports_itself(tmp_path: Path) -> None:
     report = bound.report()
     assert report["mode"] == "fixed" and report["limit"] == 4 and report["adminLimit"] == 8
     assert report["inFlight"] == {"orders": 0, "reads": 0, "admin": 0, "other": 0, "streams": 0}
+
+
+def test_retry_after_grows_with_the_clients_refused_and_comes_back(tmp_path: Path) -> None:
+    bound = _bound(tmp_path, max_in_flight="8")
+    assert bound.pace(100.0) == 1  # the first look only marks the count
+    bound.shed_by[limiter.ORDERS] += 4500  # 4,500 refusals in a second, told to wait 1 s
+    assert bound.pace(101.0) == 5  # ~4,500 clients waiting: 1,000 a second if each waits 5 s
+    bound.shed_by[limiter.READS] += 900  # they waited: 900 refusals in the next second
+    assert bound.pace(102.0) == 5
+    bound.shed_by[limiter.ORDERS] += 90_000
+    assert bound.pace(103.0) == limiter.MAX_RETRY
+    assert bound.pace(104.0) == 1  # nobody refused any more: back to the configured figure
+    refusal = bound.refusal(_mocked("POST", "/api/auth/orders"))
+    assert refusal.status == 503 and refusal.headers["Retry-After"] == "1"
+
+
+def _mocked(method: str, path: str):
+    from aiohttp.test_utils import make_mocked_request
+
+    return make_mocked_request(method, path)
