@@ -48,9 +48,10 @@ LATE_US = 2_000_000  # an answer later than 2 s counts as a timeout, as in the i
 # wrk's own --timeout is longer: wrk also counts a connection as timed out while it waits out a
 # Retry-After longer than the timeout, which is the client's choice, not a late answer.
 WRK_TIMEOUT = "30s"
-CHEAP_HASH = {"argon2_memory_kib": 8, "argon2_time_cost": 1}
+CHEAP_HASH = {"argon2_memory_kib": 8, "argon2_time_cost": 1, "payment_provider": "simulated"}
 SERVER_ENV = {
     "MIRI_RATE_LIMITS": "off",
+    "MIRI_PAYMENT_PROVIDER": "simulated",  # the buyer who pays at once, as in the bench
     "MIRI_PAYMENT_ABANDON_RATE": "0",
     "MIRI_LOG_LEVEL": "WARNING",
 }
