@@ -322,7 +322,12 @@ async def run(opts: RoomBenchOptions) -> dict[str, Any]:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             proc = await asyncio.to_thread(
-                serving.start_serve, data_dir, port, *extra, env=server_env(settings, "lua")
+                serving.start_serve,
+                data_dir,
+                port,
+                *extra,
+                env=server_env(settings, "lua"),
+                log=data_dir / "serve.log",
             )
             try:
                 room = await _room_sale(shop, opts, admin, accounts, base, rng)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from miri.domain.errors import InvalidState, NotFound, QueuePassRequired, SoldOut, ValidationFailed
 from miri.domain.queue import model, scripts, store
@@ -43,6 +44,7 @@ TICK = 0.2  # seconds between admission runs on the leader
 SNAPSHOT_AGE = 0.25  # seconds a process answers from one read of a room's figures
 ROOMS_AGE = 1.0  # seconds the order path trusts its list of goods that have a room
 PENDING_FOR = 30.0  # seconds a used pass holds its unit back at most (a process died meanwhile)
+READS_PER_CALL = 500  # ticket reads per pipeline
 MOST_PER_RUN = 1000  # admissions per script run: keeps one run short for Redis
 TICKET_CACHE = 200_000  # waiting tickets remembered per process
 STREAM_EVERY = 0.25  # seconds between looks at a room while anyone streams it
@@ -141,6 +143,8 @@ class QueueService:
         self._watchers: dict[int, int] = {}
         self._watch_tasks: dict[int, asyncio.Task] = {}
         self._gauged_at = 0.0
+        self._pending_reads: list[tuple[int, int, asyncio.Future]] = []
+        self._sending: set[asyncio.Task] = set()
 
     # -- settings -------------------------------------------------------------------------------
     async def configure(self, goods_id: int, room: RoomSettings) -> RoomSettings:
@@ -262,8 +266,37 @@ class QueueService:
         return await self._read_ticket(goods_id, user_id)
 
     async def _read_ticket(self, goods_id: int, user_id: int) -> TicketRecord | None:
-        found = await self._redis.hgetall(keys.queue_ticket(goods_id, user_id))
+        """One ticket; reads asked for in the same loop tick go to Redis as one pipeline (when
+        the line moves, hundreds of streams learn they are admitted at the same moment)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._pending_reads.append((goods_id, user_id, future))
+        if len(self._pending_reads) == 1:
+            loop.call_soon(self._flush_reads)
+        found = await future
         return TicketRecord.from_hash(goods_id, found) if found else None
+
+    def _flush_reads(self) -> None:
+        batch, self._pending_reads = self._pending_reads, []
+        for start in range(0, len(batch), READS_PER_CALL):
+            task = asyncio.ensure_future(self._send_reads(batch[start : start + READS_PER_CALL]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send_reads(self, batch: list[tuple[int, int, asyncio.Future]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for goods_id, user_id, _ in batch:
+            pipe.hgetall(keys.queue_ticket(goods_id, user_id))
+        try:
+            values = await pipe.execute()
+        except BaseException as exc:  # noqa: BLE001 - handed to every reader in the batch
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), value in zip(batch, values, strict=True):
+            if not future.done():
+                future.set_result(value)
 
     def _remember(self, record: TicketRecord) -> None:
         key = (record.goods_id, record.user_id)
@@ -285,7 +318,14 @@ class QueueService:
         sent_at = 0.0
         try:
             while True:
-                current = await self.ticket(user_id, goods_id)
+                try:
+                    current = await self.ticket(user_id, goods_id)
+                except RedisError as exc:
+                    if last is None:
+                        raise  # before the first event: the request answers 503
+                    # A moment without Redis: the stream keeps its last answer and asks again.
+                    log.debug("waiting-room stream for goods %s: %r", goods_id, exc)
+                    current = last
                 if current != last:
                     # A new state goes out at once; a mere step forward in line at most once a
                     # second (thousands of streams would otherwise each send on every admission).
