@@ -27,6 +27,7 @@ import orjson
 log = logging.getLogger("miri.server")
 INTERVAL = 0.05  # seconds between polls while anyone watches
 GOODS_REFRESH = 1.0  # seconds between reads of the watched goods' rows (opening times)
+QUIET_CHECK = 0.25  # seconds between looks for watchers due a keep-alive
 
 
 @dataclass
@@ -40,10 +41,12 @@ class Figure:
 
 
 class _Watcher:
-    __slots__ = ("changed", "latest")
+    __slots__ = ("changed", "keepalive", "latest", "sent_at")
 
-    def __init__(self, latest: Figure | None) -> None:
+    def __init__(self, latest: Figure | None, keepalive: float) -> None:
         self.latest = latest
+        self.keepalive = keepalive
+        self.sent_at = time.monotonic()
         self.changed = asyncio.Event()
         if latest is not None:
             self.changed.set()
@@ -59,6 +62,7 @@ class StockWatch:
         self._figures: dict[int, Figure] = {}
         self._goods: dict[int, Any] = {}
         self._goods_read_at = 0.0
+        self._quiet_checked_at = 0.0
         self._task: asyncio.Task | None = None
         self._closed = False
         self.polls = 0  # how many times the stock was read (for tests and the bench)
@@ -73,19 +77,18 @@ class StockWatch:
         goods = await self._shop.goods.get(goods_id)  # NotFound: no stream at all
         self._goods[goods_id] = goods
         first = await self._read_one(goods_id)
-        watcher = _Watcher(first)
+        watcher = _Watcher(first, keepalive)
         self._watchers.setdefault(goods_id, set()).add(watcher)
         self._ensure_polling()
         try:
             while not self._closed:
-                try:
-                    await asyncio.wait_for(watcher.changed.wait(), keepalive)
-                except TimeoutError:
-                    pass  # nothing changed: the same figure again, as the keep-alive
+                # No timer per watcher: the poll wakes the quiet ones for their keep-alive.
+                await watcher.changed.wait()
                 if self._closed:
                     return
                 watcher.changed.clear()
                 if watcher.latest is not None:
+                    watcher.sent_at = time.monotonic()
                     yield watcher.latest
         finally:
             group = self._watchers.get(goods_id)
@@ -135,6 +138,19 @@ class StockWatch:
         for goods_id in ids:
             if goods_id in stocks:
                 self._publish(goods_id, stocks[goods_id])
+        if now - self._quiet_checked_at >= min(1.0, self._shortest_keepalive()):
+            self._quiet_checked_at = now
+            self._wake_quiet(now)
+
+    def _shortest_keepalive(self) -> float:
+        return min((w.keepalive for group in self._watchers.values() for w in group), default=1.0)
+
+    def _wake_quiet(self, now: float) -> None:
+        """The same figure again to every watcher that heard nothing for its keep-alive."""
+        for group in self._watchers.values():
+            for watcher in group:
+                if now - watcher.sent_at >= watcher.keepalive and not watcher.changed.is_set():
+                    watcher.changed.set()
 
     async def _read_one(self, goods_id: int) -> Figure:
         figure = self._figures.get(goods_id)
