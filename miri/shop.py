@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from miri.config import Settings
+from miri.domain.errors import NotFound
 from miri.domain.events import (
     Event,
     ItemReturned,
@@ -227,16 +228,15 @@ async def open_shop(
         )
         await users.restore_revocations()
 
-        async def seller_name(user_id: int) -> str | None:
-            return (await users.profile(user_id)).user_name
-
+        hosts = Hosts(db)
         goods, wishlist = goods_setup.build(
             db=db,
             redis=redis,
             settings=settings,
             clock=clock,
             metrics=metrics,
-            seller_name=seller_name,
+            sellers=_Sellers(users),
+            hosts=hosts,
             stack=stack,
         )
         queue = queue_setup.build(
@@ -255,8 +255,8 @@ async def open_shop(
             db=db,
             redis=redis.client,
             bus=bus,
-            stock=goods,
-            catalogue=goods,
+            stock=goods.reservations,
+            catalogue=goods.catalogue,
             wishlist=wishlist,
             cipher=cipher,
             clock=clock,
@@ -265,7 +265,6 @@ async def open_shop(
             gate=queue,
             refunds=payments,
         )
-        hosts = Hosts(db)
         order_views = OrderViews(db=db, zone=ZoneInfo(settings.timezone))
         mail = Notifications(
             db=db, mailer=mailer, people=users, items=order_views, cipher=cipher, clock=clock
@@ -321,6 +320,23 @@ async def _write_back_stock(shop: Shop) -> None:
         await shop.goods.sync_stock()
     except Exception:  # noqa: BLE001 - the start's stock check repairs what this misses
         log.exception("stock write-back on shutdown failed")
+
+
+class _Sellers:
+    """What goods asks users about a seller (goods never reads the users table)."""
+
+    def __init__(self, users: UserService) -> None:
+        self._users = users
+
+    async def seller_exists(self, user_id: int) -> bool:
+        try:
+            await self._users.profile(user_id)
+        except NotFound:
+            return False
+        return True
+
+    async def seller_name(self, user_id: int) -> str | None:
+        return (await self._users.profile(user_id)).user_name
 
 
 def _jobs_leadership(shop: Shop) -> Leadership:

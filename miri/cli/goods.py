@@ -23,6 +23,7 @@ from miri.cli.common import (
 from miri.domain.errors import ValidationFailed
 from miri.domain.goods import CATEGORIES, model
 from miri.domain.goods.seed import SEED_SELLER, house_seller, seed_goods
+from miri.server.routes.goods import goods_detail, goods_rows
 from miri.shop import Shop
 
 app = typer.Typer(help="Manage goods and their stock.", no_args_is_help=True)
@@ -92,7 +93,7 @@ def add(
             reservation_start=opening,
             per_buyer_limit=limit,
         )
-        return await shop.goods.detail(goods.goods_id)
+        return goods_detail(await shop.goods.detail(goods.goods_id), shop.goods.zone)
 
     emit(run(work, settings), as_json, _detail_table)
 
@@ -113,7 +114,12 @@ def list_goods(
     """
     cat = choice(category, CATEGORIES, "--category")
     settings = settings_for(data_dir, redis_url=redis_url)
-    items, total = run(lambda shop: shop.goods.page(page, size, category=cat, q=q), settings)
+
+    async def work(shop: Shop) -> tuple[list[dict[str, Any]], int]:
+        listed, total = await shop.goods.listing(page, size, category=cat, q=q)
+        return goods_rows(listed, shop.goods.zone), total
+
+    items, total = run(work, settings)
     emit(
         {"items": items, "totalItems": total},
         as_json,
@@ -133,7 +139,11 @@ def show(
     Example: miri goods show 3 --json
     """
     settings = settings_for(data_dir, redis_url=redis_url)
-    emit(run(lambda shop: shop.goods.detail(goods_id), settings), as_json, _detail_table)
+
+    async def work(shop: Shop) -> dict[str, Any]:
+        return goods_detail(await shop.goods.detail(goods_id), shop.goods.zone)
+
+    emit(run(work, settings), as_json, _detail_table)
 
 
 @app.command("update")
@@ -174,7 +184,7 @@ def update(
     async def work(shop: Shop) -> dict[str, Any]:
         goods = await shop.goods.get(goods_id)
         await shop.goods.update(goods.seller_id, goods_id, changes)
-        return await shop.goods.detail(goods_id)
+        return goods_detail(await shop.goods.detail(goods_id), shop.goods.zone)
 
     emit(run(work, settings), as_json, _detail_table)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from miri import __version__
 from miri.infra.database import Database
+from miri.infra.processes import pid_alive
 
 log = logging.getLogger(__name__)
 BEAT = 5.0  # seconds between heartbeats
@@ -116,6 +117,17 @@ class Hosts:
             ).fetchall()
         )
         return [_host(r) for r in rows]
+
+    async def others(self, within: float = LIVE) -> list[HostRow]:
+        """Live hosts other than this one; a row of this machine whose process is gone (killed
+        before it could say it stopped) is not counted, however recent its last beat."""
+        here = socket.gethostname()
+        return [
+            h
+            for h in await self.live(within)
+            if h.host_id != self.host_id
+            and (h.hostname != here or pid_alive(h.pid, started_before=h.started_at))
+        ]
 
     async def gone(self, after: float = GONE) -> list[HostRow]:
         """Hosts that stopped beating ``after`` seconds ago without saying they stopped."""

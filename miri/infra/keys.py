@@ -10,7 +10,6 @@ GOODS_PREFIX = "miri:goods:"
 GOODS_DIRTY = "miri:goods:dirty"  # goods -> change counter, for the write-back
 GOODS_REBUILD_LOCK = "miri:goods:rebuild-lock"
 GOODS_RELEASED = "miri:goods:released:"  # release tokens: a retried release is applied once
-GOODS_SERVING = "miri:goods:serving:"  # one key per serving process, kept alive by its heartbeat
 
 
 def goods(goods_id: int) -> str:

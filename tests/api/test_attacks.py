@@ -10,16 +10,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.goods import GOODS_FIELDS, post_goods
 from tests.support.shop import add_user, bearer, make_settings, outbox_tokens
 
 ADDRESS = "Seoul Mapo 12"
-GOODS = {
-    "goodsName": "Winter coat",
-    "goodsDescription": "A warm wool coat for the sale",
-    "goodsPrice": 1000,
-    "stockQuantity": 50,
-    "category": "FASHION",
-}
+GOODS = {**GOODS_FIELDS, "goodsPrice": 1000, "stockQuantity": 50}
 INJECTIONS = [
     "' OR 1=1 --",
     "'; DROP TABLE goods; --",
@@ -66,18 +61,12 @@ async def refused(resp: Any, status: int, error: str | None = None) -> dict[str,
     return body
 
 
-async def new_goods(client: Any, token: str, **fields: Any) -> int:
-    resp = await client.post("/api/auth/goods", json={**GOODS, **fields}, headers=bearer(token))
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["data"]["goodsId"]
-
-
 # -- other people's things ----------------------------------------------------------------------
 async def test_other_peoples_orders_wishlist_and_goods(client: Any, shop: Any) -> None:
     _, alice = await add_user(shop, "alice@example.com")  # sells
     _, bob = await add_user(shop, "bob@example.com")  # buys
     _, eve = await add_user(shop, "eve@example.com")  # attacks
-    goods_id = await new_goods(client, alice)
+    goods_id = await post_goods(client, alice)
     resp = await client.post(
         "/api/auth/orders",
         json={"goodsId": goods_id, "quantity": 2, "address": "Bob Secret 7"},
@@ -145,7 +134,7 @@ async def test_cached_tokens_are_still_checked_on_the_order_path(
     """The hot path caches decoded tokens; logout, a password change and expiry still win."""
     _, seller = await add_user(shop, "seller@example.com")
     await add_user(shop, "buyer@example.com")
-    goods_id = await new_goods(client, seller)
+    goods_id = await post_goods(client, seller)
 
     async def login() -> str:
         resp = await client.post(
@@ -186,7 +175,7 @@ async def test_cached_tokens_are_still_checked_on_the_order_path(
 async def test_injection_and_odd_unicode_in_every_text_field(client: Any, shop: Any) -> None:
     user_id, token = await add_user(shop, "seller@example.com")
     auth = bearer(token)
-    plain = await new_goods(client, token, goodsName="Plain goods")
+    plain = await post_goods(client, token, goodsName="Plain goods")
     stored: dict[int, tuple[str, str]] = {}
     for text in INJECTIONS:
         name, description = text[:20], f"about {text}"
@@ -253,7 +242,7 @@ async def test_injection_and_odd_unicode_in_every_text_field(client: Any, shop: 
 # -- deeply nested JSON, bad numbers, big bodies ------------------------------------------------
 async def test_deeply_nested_json(client: Any, shop: Any) -> None:
     _, token = await add_user(shop)
-    goods_id = await new_goods(client, token)
+    goods_id = await post_goods(client, token)
     headers = {**bearer(token), "Content-Type": "application/json"}
     for depth, expected in ((100, 400), (2000, 400), (30_000, 400), (40_000, 413)):
         nested = "[" * depth + "]" * depth
@@ -280,7 +269,7 @@ BAD_NUMBERS = [-1, 0, -(2**63), 2**63, 2**64, 10**30, 1e308, 1.5, -0.5, "1", Tru
 async def test_negative_zero_huge_and_non_integer_numbers(client: Any, shop: Any) -> None:
     _, token = await add_user(shop)
     auth = bearer(token)
-    goods_id = await new_goods(client, token, perBuyerLimit=5)
+    goods_id = await post_goods(client, token, perBuyerLimit=5)
     resp = await client.post(
         "/api/auth/wishlist", json={"goodsId": goods_id, "goodsQuantity": 1}, headers=auth
     )
@@ -334,7 +323,7 @@ async def test_negative_zero_huge_and_non_integer_numbers(client: Any, shop: Any
 
 async def test_bodies_over_64_kib_on_the_shop_routes(client: Any, shop: Any) -> None:
     _, token = await add_user(shop)
-    goods_id = await new_goods(client, token)
+    goods_id = await post_goods(client, token)
     headers = {**bearer(token), "Content-Type": "application/json"}
     filler = "x" * (64 * 1024)
     for method, path, body in [

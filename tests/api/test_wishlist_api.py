@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from miri.domain.errors import NotFound
+from miri.domain.goods import wishlist_store
 from tests.support.goods import add_goods
 from tests.support.shop import add_user, bearer
 
@@ -137,9 +138,9 @@ async def test_other_refusals(client, shop):
     status, body = await _add(client, token, goods.goods_id, 9000)
     status, body = await _add(client, token, goods.goods_id, 2000)  # total over 10,000
     assert status == 400 and list(body["data"]) == ["goodsQuantity"]
-    wish = (await shop.wishlist.page(1))[0][0]
-    assert wish["goodsQuantity"] == 9000
-    path = f"{PATH}/{wish['wishListId']}"
+    wish = (await shop.wishlist.page(1))[0][0].entry
+    assert wish.quantity == 9000
+    path = f"{PATH}/{wish.wish_id}"
     for bad in ({"goodsQuantity": 0}, {"goodsQuantity": "1"}, {}):
         resp = await client.patch(path, json=bad, headers=bearer(token))
         assert resp.status == 400, bad
@@ -169,8 +170,7 @@ async def test_entries_for_orders(shop):
     assert await shop.wishlist.entries(buyer, [wb.wish_id, wa.wish_id]) == [wb, wa]
     with pytest.raises(NotFound):
         await shop.wishlist.entries(buyer, [wa.wish_id, wo.wish_id])
-    assert await shop.wishlist.remove_entries(buyer, [wa.wish_id, wb.wish_id, wo.wish_id]) == 2
-    # Inside an order's own transaction.
-    wa = await shop.wishlist.add(buyer, a.goods_id, 2)
-    assert await shop.db.write(lambda c: shop.wishlist.remove_in(c, buyer, [wa.wish_id])) == 1
+    # Inside an order's own transaction: only the user's own entries go.
+    ids = [wa.wish_id, wb.wish_id, wo.wish_id]
+    assert await shop.db.write(lambda c: wishlist_store.delete_entries(c, buyer, ids)) == 2
     assert await _rows(shop) == [(other, a.goods_id, 1)]

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from miri.cli.main import app
 from miri.shop import open_shop
+from tests.support.goods import add_goods
 from tests.support.shop import SHARED_KEYS, add_user, make_settings
 
 pytestmark = pytest.mark.both_engines
@@ -58,13 +59,8 @@ def sale(
         async with open_shop(make_settings(data_dir, database_url=database_url)) as shop:
             seller, _ = await add_user(shop, "seller@example.com")
             buyer, _ = await add_user(shop, "buyer@example.com")
-            goods = await shop.goods.register(
-                seller,
-                name="Lip tint",
-                description="A long lasting tint",
-                price=1500,
-                stock=5,
-                category="BEAUTY",
+            goods = await add_goods(
+                shop, seller, name="Lip tint", price=1500, stock=5, category="BEAUTY"
             )
             return {"seller": seller, "buyer": buyer, "goods": goods.goods_id}
 

@@ -21,6 +21,7 @@ import pytest
 
 from miri.infra.processes import free_port
 from miri.shop import open_shop
+from tests.support.goods import add_goods
 from tests.support.servers import (
     assert_doctor_clean,
     query,
@@ -41,16 +42,7 @@ async def _prepare(data_dir: Path) -> tuple[list[str], list[int]]:
         seller = await shop.users.add_user(email="seller@example.com", user_name="S", **common)
         goods = []
         for name, stock in STOCK.items():
-            g = await shop.goods.register(
-                seller,
-                name=name,
-                description="For the sale",
-                price=100,
-                stock=stock,
-                category="FASHION",
-                reservation_start=None,
-                per_buyer_limit=None,
-            )
+            g = await add_goods(shop, seller, name=name, price=100, stock=stock)
             goods.append(g.goods_id)
         tokens = []
         for n in range(20):

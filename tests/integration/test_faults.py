@@ -26,6 +26,7 @@ from miri.infra.breakers import Breakers
 from miri.infra.mail import SmtpMailer
 from miri.server.app import create_app
 from miri.shop import open_shop
+from tests.support.goods import post_goods
 from tests.support.shop import Inbox, add_user, bearer, free_port, make_settings
 
 ADDRESS = "Seoul Mapo 12"
@@ -85,22 +86,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-async def register_goods(client: Any, token: str, stock: int) -> int:
-    resp = await client.post(
-        "/api/auth/goods",
-        json={
-            "goodsName": "Limited sneakers",
-            "goodsDescription": "Only a few pairs for the sale",
-            "goodsPrice": 100,
-            "stockQuantity": stock,
-            "category": "FASHION",
-        },
-        headers=bearer(token),
-    )
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["data"]["goodsId"]
-
-
 async def order(client: Any, token: str, goods_id: int, quantity: int = 1) -> Any:
     return await client.post(
         "/api/auth/orders",
@@ -142,7 +127,7 @@ async def test_redis_killed_mid_sale_loses_nothing_and_recovers(
         client = await aiohttp_client(create_app(shop))
         _, seller = await add_user(shop, "seller@example.com")
         buyers = [(await add_user(shop, f"b{n}@example.com"))[1] for n in range(10)]
-        goods_id = await register_goods(client, seller, 500)
+        goods_id = await post_goods(client, seller, goodsPrice=100, stockQuantity=500)
 
         first = [await order(client, buyers[n % 10], goods_id) for n in range(20)]
         assert {r.status for r in first} == {201}
@@ -300,7 +285,7 @@ async def _sale(aiohttp_client: Any, shop: Any, stock: int = 50) -> tuple[Any, s
     client = await aiohttp_client(create_app(shop))
     _, seller = await add_user(shop, "seller@example.com")
     _, buyer = await add_user(shop, "buyer@example.com")
-    goods_id = await register_goods(client, seller, stock)
+    goods_id = await post_goods(client, seller, goodsPrice=100, stockQuantity=stock)
     return client, buyer, goods_id
 
 

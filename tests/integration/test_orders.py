@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.goods import post_goods
 from tests.support.shop import add_user, bearer, make_settings
 
 ADDRESS = "Seoul Mapo 12"
@@ -31,20 +32,15 @@ async def register_goods(
     opens: str | None = None,
     limit: int | None = None,
 ) -> int:
-    body: dict[str, Any] = {
-        "goodsName": "Winter coat",
-        "goodsDescription": "A warm wool coat for the sale",
-        "goodsPrice": price,
-        "stockQuantity": stock,
-        "category": "FASHION",
-    }
-    if opens:
-        body["reservationStartTime"] = opens
-    if limit:
-        body["perBuyerLimit"] = limit
-    resp = await client.post("/api/auth/goods", json=body, headers=bearer(token))
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["data"]["goodsId"]
+    return await post_goods(
+        client,
+        token,
+        goodsName="Winter coat",
+        goodsPrice=price,
+        stockQuantity=stock,
+        reservationStartTime=opens,
+        perBuyerLimit=limit,
+    )
 
 
 async def order(

@@ -8,19 +8,33 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
 
 from miri.domain.errors import LimitExceeded
-from miri.domain.goods import check
-from miri.domain.goods.service import SERVING
+from miri.domain.goods.store import GoodsStore
+from miri.infra.hosts import Hosts
 from miri.infra.sqlite import DatabaseUnavailable
 from miri.shop import open_shop
 from tests.support.goods import add_goods, add_order_item, buyers, release_order_item, synced
 from tests.support.shop import add_user
 
 pytestmark = pytest.mark.both_engines
+
+
+async def _beat_as(shop, host_id: str, pid: int) -> None:
+    """A heartbeat row of process ``pid`` on this machine, as if it were serving."""
+    now = time.time()
+    args = (host_id, socket.gethostname(), pid, now, now)
+    await shop.db.write(
+        lambda c: c.execute(
+            "INSERT INTO hosts (host_id, hostname, pid, url, version, leader, started_at, seen_at)"
+            " VALUES (?, ?, ?, NULL, 'test', 0, ?, ?)",
+            args,
+        )
+    )
 
 
 async def _sell(shop, user_id: int, goods_id: int, quantity: int) -> int:
@@ -114,13 +128,14 @@ async def test_start_repairs_stale_figures_unless_another_server_is_serving(sett
         goods = await add_goods(shop, stock=10)
         # As if the AOF lost the last second: Redis shows more stock than SQLite's truth.
         await shop.redis.client.hset(f"miri:goods:{goods.goods_id}", "stock", 12)
-        # Another server is serving: its in-flight reservations may not be in SQLite yet.
-        await shop.redis.client.set(f"{SERVING}other", "1", ex=30)
+        # Another host is serving: its in-flight reservations may not be in the database yet.
+        other = Hosts(shop.db, "elsewhere:1:live")
+        await other.beat()
         report = await shop.goods.startup_check()
         assert [m.what for m in report.mismatches] == ["stock"] and report.repaired == 0
-        # The check above registered this process as serving too; now nobody serves.
-        async for key in shop.redis.client.scan_iter(f"{SERVING}*"):
-            await shop.redis.client.delete(key)
+        # The check above made this process beat as serving too; now nobody serves.
+        await other.stopped()
+        await shop.hosts.stopped()
     async with open_shop(settings, clock=clock, background=True) as shop:
         assert await shop.goods.live_stock(goods.goods_id) == 10
 
@@ -130,7 +145,7 @@ async def test_the_mark_of_a_killed_server_does_not_stop_the_repair(shop):
     await shop.redis.client.hset(f"miri:goods:{goods.goods_id}", "stock", 7)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a process id on this host that no longer runs
-    await shop.redis.client.set(f"{SERVING}{socket.gethostname()}:{dead.pid}:x", "1", ex=30)
+    await _beat_as(shop, f"{socket.gethostname()}:{dead.pid}:x", dead.pid)
     report = await shop.goods.startup_check()
     assert report.repaired == 1
     assert await shop.goods.live_stock(goods.goods_id) == 10
@@ -165,7 +180,7 @@ async def test_a_change_landing_during_write_back_is_not_lost(shop):
     live = shop.goods.live
     snapshot = await live.dirty_snapshot()  # the write-back has read stock 9 ...
     await shop.goods.reserve(2, goods.goods_id, 1)  # ... an order lands ...
-    await check.write_synced(shop.db, snapshot, 0.0)  # ... it writes 9 ...
+    await GoodsStore(shop.db).write_synced(snapshot, 0.0)  # ... it writes 9 ...
     await live.clean([(g, n) for g, n, _ in snapshot])  # ... and must not clear the mark.
     assert await synced(shop, goods.goods_id) == 9
     assert await live.dirty_count() == 1

@@ -1,14 +1,26 @@
-"""Helpers shared by the goods, stock and wishlist tests."""
+"""Helpers shared by the goods, stock and wishlist tests.
+
+Goods are made in one of two ways, each in one place: ``add_goods`` (in process, through the
+catalogue) and ``post_goods`` (over HTTP, as a seller's client does).
+"""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
 from miri.domain.goods import Goods
 from miri.shop import Shop
-from tests.support.shop import add_user
+from tests.support.shop import add_user, bearer
+
+# A valid registration body; ``post_goods`` callers override fields by their API names.
+GOODS_FIELDS: dict[str, Any] = {
+    "goodsName": "Linen Shirt",
+    "goodsDescription": "A shirt for the summer sale",
+    "goodsPrice": 10_000,
+    "stockQuantity": 100,
+    "category": "FASHION",
+}
 
 
 async def add_goods(
@@ -36,6 +48,18 @@ async def add_goods(
     )
 
 
+async def post_goods(http: Any, token: str, *, base: str = "", **fields: Any) -> int:
+    """Goods registered over HTTP by the seller ``token``; their id.
+
+    ``http``: the aiohttp test client (paths) or a ``ClientSession`` with ``base`` (a server's
+    URL). ``fields`` are API fields (``stockQuantity=5``); None leaves a field out.
+    """
+    body = {k: v for k, v in {**GOODS_FIELDS, **fields}.items() if v is not None}
+    async with http.post(f"{base}/api/auth/goods", json=body, headers=bearer(token)) as resp:
+        assert resp.status == 201, await resp.text()
+        return (await resp.json())["data"]["goodsId"]
+
+
 async def add_order_item(shop: Shop, user_id: int, goods_id: int, quantity: int) -> int:
     """An active order item written straight to the database, as orders would store it.
 
@@ -44,7 +68,7 @@ async def add_order_item(shop: Shop, user_id: int, goods_id: int, quantity: int)
     """
     now = shop.clock.now().timestamp()
 
-    def write(conn: sqlite3.Connection) -> int:
+    def write(conn: Any) -> int:
         order_id = conn.execute(
             "INSERT INTO orders (user_id, total_price, address_enc, created_at)"
             " VALUES (?, 0, ?, ?)",

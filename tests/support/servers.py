@@ -14,7 +14,8 @@ import psycopg
 
 from miri.bench import serving
 from miri.shop import open_shop
-from tests.support.shop import CHEAP_HASH, SHARED_KEYS, add_user, bearer, make_settings
+from tests.support.goods import post_goods
+from tests.support.shop import CHEAP_HASH, SHARED_KEYS, add_user, make_settings
 
 ENV = {
     "MIRI_ARGON2_MEMORY_KIB": str(CHEAP_HASH["argon2_memory_kib"]),
@@ -82,16 +83,9 @@ async def register_goods(
     http: aiohttp.ClientSession, base: str, token: str, name: str, stock: int
 ) -> int:
     """Goods on sale now, registered over HTTP; their id."""
-    body = {
-        "goodsName": name,
-        "goodsDescription": "For the sale",
-        "goodsPrice": 100,
-        "stockQuantity": stock,
-        "category": "FASHION",
-    }
-    async with http.post(f"{base}/api/auth/goods", json=body, headers=bearer(token)) as resp:
-        assert resp.status == 201, await resp.text()
-        return (await resp.json())["data"]["goodsId"]
+    return await post_goods(
+        http, token, base=base, goodsName=name, goodsPrice=100, stockQuantity=stock
+    )
 
 
 def query(

@@ -6,8 +6,7 @@ The HTTP models and the CLI both call these rules, so each rule lives in one pla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
-from typing import Any
+from datetime import datetime
 
 CATEGORIES = ("FASHION", "BEAUTY", "ETC")
 MAX_PRICE = 1_000_000_000
@@ -31,31 +30,15 @@ class Goods:
     def sale_open(self, now: datetime) -> bool:
         return self.reservation_start is None or now >= self.reservation_start
 
-    def summary(self, stock: int, zone: tzinfo) -> dict[str, Any]:
-        """The listing row of API.md."""
-        return {
-            "goodsId": self.goods_id,
-            "goodsName": self.name,
-            "goodsPrice": self.price,
-            "category": self.category,
-            "reservationStartTime": iso(self.reservation_start, zone),
-            "stockQuantity": stock,
-        }
 
-    def detail(self, stock: int, zone: tzinfo, now: datetime, seller_name: str | None) -> dict:
-        return {
-            **self.summary(stock, zone),
-            "goodsDescription": self.description,
-            "sellerId": self.seller_id,
-            "sellerName": seller_name,
-            "perBuyerLimit": self.per_buyer_limit,
-            "saleOpen": self.sale_open(now),
-        }
+@dataclass(frozen=True)
+class GoodsView:
+    """The goods page: goods with their live stock, seller's name and whether the sale is open."""
 
-
-def iso(when: datetime | None, zone: tzinfo) -> str | None:
-    """Times leave the shop in its configured zone, with the offset."""
-    return when.astimezone(zone).isoformat() if when else None
+    goods: Goods
+    stock: int
+    seller_name: str | None
+    sale_open: bool
 
 
 # -- field rules: each raises ValueError with the message a client sees ----------------------------

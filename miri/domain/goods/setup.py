@@ -9,8 +9,14 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 
 from miri.config import Settings
-from miri.domain.goods.service import GoodsService, SellerName
+from miri.domain.goods.cache import GoodsCache, SoldOutMarks
+from miri.domain.goods.catalogue import Catalogue, Sellers
+from miri.domain.goods.figures import StockFigures
+from miri.domain.goods.reservation import Reservations
+from miri.domain.goods.service import GoodsService
 from miri.domain.goods.stock import LiveStock
+from miri.domain.goods.store import GoodsStore
+from miri.domain.goods.upkeep import ServingHosts, StockUpkeep
 from miri.domain.goods.wishlist import WishlistService
 from miri.infra.clock import Clock
 from miri.infra.database import Database
@@ -27,7 +33,8 @@ def build(
     settings: Settings,
     clock: Clock,
     metrics: ShopMetrics,
-    seller_name: SellerName,
+    sellers: Sellers,
+    hosts: ServingHosts,
     stack: AsyncExitStack,
 ) -> tuple[GoodsService, WishlistService]:
     """The goods and wishlist services.
@@ -41,16 +48,32 @@ def build(
     if reader is None and settings.redis_replica_url:
         reader = redis.connect(settings.redis_replica_url)
         stack.push_async_callback(reader.aclose)
-    goods = GoodsService(
-        db=db,
-        live=_live_stock(redis, db, reader, settings.stock_strategy),
+    store = GoodsStore(db)
+    live = _live_stock(redis, db, reader, settings.stock_strategy)
+    figures = StockFigures(store, live)
+    cache = GoodsCache(store, live)
+    marks = SoldOutMarks(metrics.sold_out_fast.inc)
+    catalogue = Catalogue(
+        store=store,
+        figures=figures,
+        cache=cache,
+        marks=marks,
         clock=clock,
         zone=ZoneInfo(settings.timezone),
-        seller_name=seller_name,
-        on_fast_sold_out=metrics.sold_out_fast.inc,
+        sellers=sellers,
     )
-    stack.push_async_callback(goods.close)  # releases still waiting for Redis
-    return goods, WishlistService(db=db, goods=goods, clock=clock)
+    reservations = Reservations(live=live, figures=figures, cache=cache, marks=marks, clock=clock)
+    stack.push_async_callback(reservations.close)  # releases still waiting for Redis
+    upkeep = StockUpkeep(store=store, live=live, cache=cache, clock=clock, hosts=hosts)
+    goods = GoodsService(
+        catalogue=catalogue,
+        reservations=reservations,
+        figures=figures,
+        upkeep=upkeep,
+        cache=cache,
+    )
+    wishlist = WishlistService(db=db, catalogue=catalogue, figures=figures, clock=clock)
+    return goods, wishlist
 
 
 def _live_stock(redis: RedisHandle, db: Database, reader: Redis | None, strategy: str) -> LiveStock:
@@ -63,7 +86,7 @@ def _live_stock(redis: RedisHandle, db: Database, reader: Redis | None, strategy
 
 
 async def check_before_serving(goods: GoodsService) -> None:
-    """Rebuild Redis from SQLite before the server takes its first order."""
+    """Rebuild Redis from the database before the server takes its first order."""
     report = await goods.startup_check()
     log.info(
         "stock check: %d goods, %d mismatches, %d repaired",

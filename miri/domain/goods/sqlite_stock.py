@@ -9,6 +9,8 @@ transaction per order would be. Redis still carries each goods' rules and versio
 the goods service reads the version from there to notice edits.
 
 Not meant for production: the tables are created on first use, outside the versioned schema.
+Their SQL stays in this file, not in ``store.py``: they are this baseline's own tables (SQLite
+only), not the goods table.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -114,6 +115,11 @@ class GoodsQuery(Paging):
     )
 
 
+def iso(when: datetime | None, zone: tzinfo) -> str | None:
+    """Times leave the shop in its configured zone, with the offset."""
+    return when.astimezone(zone).isoformat() if when else None
+
+
 class GoodsSummary(BaseModel):
     goodsId: int
     goodsName: str
@@ -122,6 +128,17 @@ class GoodsSummary(BaseModel):
     reservationStartTime: str | None
     stockQuantity: int
 
+    @classmethod
+    def of(cls, goods: model.Goods, stock: int, zone: tzinfo) -> GoodsSummary:
+        return cls(
+            goodsId=goods.goods_id,
+            goodsName=goods.name,
+            goodsPrice=goods.price,
+            category=goods.category,
+            reservationStartTime=iso(goods.reservation_start, zone),
+            stockQuantity=stock,
+        )
+
 
 class GoodsDetail(GoodsSummary):
     goodsDescription: str
@@ -129,6 +146,28 @@ class GoodsDetail(GoodsSummary):
     sellerName: str | None
     perBuyerLimit: int | None
     saleOpen: bool
+
+    @classmethod
+    def of_view(cls, view: model.GoodsView, zone: tzinfo) -> GoodsDetail:
+        goods = view.goods
+        return cls(
+            **GoodsSummary.of(goods, view.stock, zone).model_dump(),
+            goodsDescription=goods.description,
+            sellerId=goods.seller_id,
+            sellerName=view.seller_name,
+            perBuyerLimit=goods.per_buyer_limit,
+            saleOpen=view.sale_open,
+        )
+
+
+def goods_rows(listed: list[tuple[model.Goods, int]], zone: tzinfo) -> list[dict[str, Any]]:
+    """Listing rows as the API shows them."""
+    return [GoodsSummary.of(goods, stock, zone).model_dump() for goods, stock in listed]
+
+
+def goods_detail(view: model.GoodsView, zone: tzinfo) -> dict[str, Any]:
+    """The goods page as the API shows it."""
+    return GoodsDetail.of_view(view, zone).model_dump()
 
 
 class StockOut(BaseModel):
@@ -148,10 +187,9 @@ def _claims(request: web.Request) -> Any:
     response=Page[GoodsSummary],
 )
 async def list_goods(request: web.Request, query: GoodsQuery) -> web.Response:
-    items, total = await request.app[SHOP].goods.page(
-        query.page, query.size, category=query.category, q=query.q
-    )
-    return ok(page_of(items, query, total))
+    goods = request.app[SHOP].goods
+    listed, total = await goods.listing(query.page, query.size, category=query.category, q=query.q)
+    return ok(page_of(goods_rows(listed, goods.zone), query, total))
 
 
 @api.route(
@@ -161,7 +199,8 @@ async def list_goods(request: web.Request, query: GoodsQuery) -> web.Response:
     response=GoodsDetail,
 )
 async def show_goods(request: web.Request) -> web.Response:
-    return ok(await request.app[SHOP].goods.detail(path_id(request, "goodsId")))
+    goods = request.app[SHOP].goods
+    return ok(goods_detail(await goods.detail(path_id(request, "goodsId")), goods.zone))
 
 
 @api.route(
@@ -196,7 +235,8 @@ async def register_goods(request: web.Request, body: NewGoods) -> web.Response:
         reservation_start=body.reservationStartTime,
         per_buyer_limit=body.perBuyerLimit,
     )
-    return ok(await goods.detail(created.goods_id), status=201, msg="goods registered")
+    view = await goods.detail(created.goods_id)
+    return ok(goods_detail(view, goods.zone), status=201, msg="goods registered")
 
 
 @api.route(
@@ -212,7 +252,7 @@ async def edit_goods(request: web.Request, body: GoodsPatch) -> web.Response:
     goods = request.app[SHOP].goods
     changes = {_EDITS[name]: getattr(body, name) for name in body.model_fields_set}
     await goods.update(_claims(request).user_id, goods_id, changes)
-    return ok(await goods.detail(goods_id), msg="goods updated")
+    return ok(goods_detail(await goods.detail(goods_id), goods.zone), msg="goods updated")
 
 
 @api.route(
@@ -240,7 +280,6 @@ async def restock_goods(request: web.Request, body: RestockBody) -> web.Response
     response=Page[GoodsSummary],
 )
 async def my_goods(request: web.Request, query: Paging) -> web.Response:
-    items, total = await request.app[SHOP].goods.page(
-        query.page, query.size, seller_id=_claims(request).user_id
-    )
-    return ok(page_of(items, query, total))
+    goods = request.app[SHOP].goods
+    listed, total = await goods.listing(query.page, query.size, seller_id=_claims(request).user_id)
+    return ok(page_of(goods_rows(listed, goods.zone), query, total))

@@ -28,6 +28,8 @@ from miri.server.models import (
     page_out,
     schema_of,
 )
+from miri.server.routes.goods import goods_rows
+from miri.server.routes.wishlist import wish_rows
 
 log = logging.getLogger(__name__)
 api = Api("users")
@@ -201,12 +203,12 @@ async def my_page(request: web.Request) -> web.Response:
     first = Paging(page=0, size=MY_PAGE_SIZE)
 
     async def registered_goods() -> dict[str, Any]:
-        items, total = await shop.goods.page(0, MY_PAGE_SIZE, seller_id=user_id)
-        return page_of(items, first, total)
+        listed, total = await shop.goods.listing(0, MY_PAGE_SIZE, seller_id=user_id)
+        return page_of(goods_rows(listed, shop.goods.zone), first, total)
 
     async def wish_list() -> dict[str, Any]:
         items, total = await shop.wishlist.page(user_id, 0, MY_PAGE_SIZE)
-        return page_of(items, first, total)
+        return page_of(wish_rows(items), first, total)
 
     async def orders_part() -> dict[str, Any]:
         page = await shop.order_views.list(user_id=user_id, page=0, size=MY_PAGE_SIZE)
