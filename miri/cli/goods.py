@@ -23,7 +23,8 @@ from miri.cli.common import (
 from miri.domain.errors import ValidationFailed
 from miri.domain.goods import CATEGORIES, model
 from miri.domain.goods.seed import SEED_SELLER, house_seller, seed_goods
-from miri.server.routes.goods import goods_detail, goods_rows
+from miri.domain.queue import RoomSettings
+from miri.server.routes.goods import detail_of, goods_rows
 from miri.shop import Shop
 
 app = typer.Typer(help="Manage goods and their stock.", no_args_is_help=True)
@@ -39,6 +40,18 @@ def _when(text: str | None) -> datetime | None:
         return model.parse_time(text)
     except ValueError as exc:
         refuse(ValidationFailed(data={"opens": str(exc)}))
+
+
+def _room(
+    current: RoomSettings | None, admit_rate: int | None, seconds: int | None
+) -> RoomSettings:
+    """A waiting room on: the given figures over the current ones (or the API's defaults)."""
+    base = current or RoomSettings()
+    return RoomSettings(
+        True,
+        base.admit_per_second if admit_rate is None else admit_rate,
+        base.pass_seconds if seconds is None else seconds,
+    )
 
 
 def _row(g: dict[str, Any]) -> list[Any]:
@@ -68,6 +81,15 @@ def add(
         str | None, typer.Option(help="When the sale opens (ISO-8601); default: now.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Most one buyer may hold.")] = None,
+    waiting_room: Annotated[
+        bool, typer.Option("--waiting-room", help="Put the goods behind a waiting room.")
+    ] = False,
+    admit_rate: Annotated[
+        int | None, typer.Option(help="Waiting room: buyers admitted per second (default 50).")
+    ] = None,
+    pass_seconds: Annotated[
+        int | None, typer.Option(help="Waiting room: how long a pass lasts (default 120 s).")
+    ] = None,
     data_dir: DataDir = None,
     redis_url: RedisUrl = None,
     as_json: Json = False,
@@ -93,7 +115,9 @@ def add(
             reservation_start=opening,
             per_buyer_limit=limit,
         )
-        return goods_detail(await shop.goods.detail(goods.goods_id), shop.goods.zone)
+        if waiting_room:
+            await shop.queue.configure(goods.goods_id, _room(None, admit_rate, pass_seconds))
+        return await detail_of(shop, goods.goods_id)
 
     emit(run(work, settings), as_json, _detail_table)
 
@@ -141,7 +165,7 @@ def show(
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def work(shop: Shop) -> dict[str, Any]:
-        return goods_detail(await shop.goods.detail(goods_id), shop.goods.zone)
+        return await detail_of(shop, goods_id)
 
     emit(run(work, settings), as_json, _detail_table)
 
@@ -157,6 +181,18 @@ def update(
     open_now: Annotated[bool, typer.Option("--open-now", help="Clear the opening time.")] = False,
     limit: Annotated[int | None, typer.Option(help="New per-buyer limit.")] = None,
     no_limit: Annotated[bool, typer.Option("--no-limit", help="Clear the limit.")] = False,
+    waiting_room: Annotated[
+        bool | None,
+        typer.Option(
+            "--waiting-room/--no-waiting-room", help="Put the goods behind a waiting room, or not."
+        ),
+    ] = None,
+    admit_rate: Annotated[
+        int | None, typer.Option(help="Waiting room: buyers admitted per second.")
+    ] = None,
+    pass_seconds: Annotated[
+        int | None, typer.Option(help="Waiting room: how long a pass lasts, in seconds.")
+    ] = None,
     data_dir: DataDir = None,
     redis_url: RedisUrl = None,
     as_json: Json = False,
@@ -183,8 +219,16 @@ def update(
 
     async def work(shop: Shop) -> dict[str, Any]:
         goods = await shop.goods.get(goods_id)
-        await shop.goods.update(goods.seller_id, goods_id, changes)
-        return goods_detail(await shop.goods.detail(goods_id), shop.goods.zone)
+        room_asked = waiting_room is not None or admit_rate is not None or pass_seconds is not None
+        if changes or not room_asked:  # nothing at all to change is refused as the API does
+            await shop.goods.update(goods.seller_id, goods_id, changes)
+        if room_asked:
+            current = await shop.queue.settings(goods_id)
+            room = _room(current, admit_rate, pass_seconds)
+            if waiting_room is False:
+                room = RoomSettings(False, room.admit_per_second, room.pass_seconds)
+            await shop.queue.configure(goods_id, room)
+        return await detail_of(shop, goods_id)
 
     emit(run(work, settings), as_json, _detail_table)
 

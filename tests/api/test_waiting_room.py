@@ -462,3 +462,52 @@ async def test_a_used_pass_holds_its_unit_back_until_the_reservation_answers(api
     # is free for the next in line.
     await room_shop.queue.reserved(used)
     assert await _admit(room_shop, 1.0) == 1
+
+
+NEW_GOODS = {
+    "goodsName": "Limited Sneaker",
+    "goodsDescription": "Two hundred pairs, one per buyer",
+    "goodsPrice": 189000,
+    "stockQuantity": 200,
+    "category": "FASHION",
+}
+
+
+async def test_the_goods_body_puts_goods_behind_a_room_and_details_show_it(api, room_shop):
+    seller_id, seller = await add_user(room_shop, "seller@example.com")
+    _, other = await add_user(room_shop, "other@example.com")
+    _, admin = await add_user(room_shop, "admin@example.com", admin=True)
+    buyer = (await _buyers(room_shop, 1))[0]
+
+    bad = {**NEW_GOODS, "waitingRoom": {"admitPerSecond": 0}}
+    resp = await api.post("/api/auth/goods", json=bad, headers=bearer(seller))
+    body = await resp.json()
+    assert resp.status == 400 and "waitingRoom.admitPerSecond" in body["data"], body
+    resp = await api.get("/api/auth/my/goods", headers=bearer(seller))
+    assert (await resp.json())["data"]["totalItems"] == 0  # nothing was registered
+
+    body = {**NEW_GOODS, "waitingRoom": {"enabled": True, "admitPerSecond": 30}}
+    resp = await api.post("/api/auth/goods", json=body, headers=bearer(seller))
+    created = (await resp.json())["data"]
+    assert resp.status == 201, created
+    gid = created["goodsId"]
+    room = {"enabled": True, "admitPerSecond": 30, "passSeconds": 120}
+    assert created["waitingRoom"] == room
+    assert (await (await api.get(f"/api/goods/{gid}")).json())["data"]["waitingRoom"] == room
+    assert (await _join(api, buyer, gid))[0] == 201
+    assert (await _order(api, buyer, gid, None))[0] == 403
+
+    patch = {"waitingRoom": {"admitPerSecond": 5, "passSeconds": 60}}
+    resp = await api.patch(f"/api/auth/goods/{gid}", json=patch, headers=bearer(other))
+    assert resp.status == 403
+    resp = await api.patch(f"/api/auth/goods/{gid}", json=patch, headers=bearer(admin))
+    assert resp.status == 200
+    assert (await resp.json())["data"]["waitingRoom"]["admitPerSecond"] == 5
+    resp = await api.patch(
+        f"/api/auth/goods/{gid}", json={"waitingRoom": None}, headers=bearer(seller)
+    )
+    assert (await resp.json())["data"]["waitingRoom"]["enabled"] is False
+    assert (await _order(api, buyer, gid, None))[0] == 201  # no room: no pass needed
+    plain = (await add_goods(room_shop, seller_id, stock=1)).goods_id
+    detail = (await (await api.get(f"/api/goods/{plain}")).json())["data"]
+    assert detail["waitingRoom"] is None

@@ -47,3 +47,20 @@ def test_status_and_set_rate(data: Path) -> None:  # noqa: F811
     assert code == 1 and "INVALID_STATE" in out
     code, out = miri(data, "queue", "status", "999")
     assert code == 1 and "NOT_FOUND" in out
+
+
+def test_goods_add_and_update_with_a_waiting_room(data: Path) -> None:  # noqa: F811
+    code, out = miri(data, "user", "add", "--email", "s@example.com", "--password", "password123!",
+                     "--name", "Kim", "--phone", "010-1234-5678", "--address", "Seoul 1")  # fmt: skip
+    assert code == 0, out
+    added = miri_json(data, "goods", "add", "--seller", "s@example.com", "--name", "Sneaker",
+                      "--description", "Limited pairs", "--price", "1000", "--stock", "5",
+                      "--waiting-room", "--admit-rate", "20")  # fmt: skip
+    room = {"enabled": True, "admitPerSecond": 20, "passSeconds": 120}
+    assert added["waitingRoom"] == room
+    gid = str(added["goodsId"])
+    assert miri_json(data, "queue", "status", gid)["admitPerSecond"] == 20
+    changed = miri_json(data, "goods", "update", gid, "--pass-seconds", "60")
+    assert changed["waitingRoom"] == {**room, "passSeconds": 60}
+    off = miri_json(data, "goods", "update", gid, "--no-waiting-room")
+    assert off["waitingRoom"]["enabled"] is False

@@ -138,6 +138,7 @@ class QueueService:
         self._reads = _Once()
         self._tickets: OrderedDict[tuple[int, int], TicketRecord] = OrderedDict()
         self._rooms: set[int] = set()
+        self._settings: dict[int, RoomSettings] = {}
         self._rooms_read_at = float("-inf")
         self._changed: dict[int, _Signal] = {}
         self._watchers: dict[int, int] = {}
@@ -168,6 +169,7 @@ class QueueService:
         now = self._clock.timestamp()
         await self._db.write(lambda c: store.save(c, goods_id, room, now))
         await self._mirror(goods_id, room)
+        self._settings[goods_id] = room
         if room.enabled:
             self._rooms.add(goods_id)
         else:
@@ -198,6 +200,7 @@ class QueueService:
         rooms = await self._db.read(store.every)
         for goods_id, room in rooms.items():
             await self._mirror(goods_id, room)
+        self._settings = rooms
         self._rooms = {gid for gid, room in rooms.items() if room.enabled}
         self._rooms_read_at = time.monotonic()
         self._figures.clear()
@@ -206,14 +209,19 @@ class QueueService:
 
     async def room_ids(self) -> set[int]:
         """Goods that have a waiting room, as the order path sees them (at most a second old)."""
-        if time.monotonic() - self._rooms_read_at > ROOMS_AGE:
-            self._rooms = await self._reads.run("rooms", self._read_rooms)
-            self._rooms_read_at = time.monotonic()
+        await self._known_rooms()
         return self._rooms
 
-    async def _read_rooms(self) -> set[int]:
-        rooms = await self._db.read(store.every)
-        return {gid for gid, room in rooms.items() if room.enabled}
+    async def room(self, goods_id: int) -> RoomSettings | None:
+        """The goods' room settings as the goods page shows them (at most a second old)."""
+        return (await self._known_rooms()).get(goods_id)
+
+    async def _known_rooms(self) -> dict[int, RoomSettings]:
+        if time.monotonic() - self._rooms_read_at > ROOMS_AGE:
+            self._settings = await self._reads.run("rooms", lambda: self._db.read(store.every))
+            self._rooms = {gid for gid, room in self._settings.items() if room.enabled}
+            self._rooms_read_at = time.monotonic()
+        return self._settings
 
     # -- buyers ---------------------------------------------------------------------------------
     async def join(self, user_id: int, goods_id: int) -> tuple[Ticket, bool]:

@@ -16,7 +16,10 @@ from pydantic import (
     model_validator,
 )
 
+from miri.domain.errors import Forbidden
 from miri.domain.goods import model
+from miri.domain.queue import RoomSettings
+from miri.domain.queue import model as room_model
 from miri.server.api import Api, ok, path_id
 from miri.server.keys import SHOP
 from miri.server.models import (
@@ -73,6 +76,35 @@ _EDITS = {
 }
 
 
+AdmitRate = Annotated[
+    Int,
+    Field(ge=1, le=room_model.MAX_ADMIT_PER_SECOND),
+    integer(1, room_model.MAX_ADMIT_PER_SECOND),
+]
+PassSeconds = Annotated[
+    Int,
+    Field(ge=room_model.MIN_PASS_SECONDS, le=room_model.MAX_PASS_SECONDS),
+    integer(room_model.MIN_PASS_SECONDS, room_model.MAX_PASS_SECONDS),
+]
+
+
+class WaitingRoomBody(Body):
+    """A waiting room in front of the goods (API.md "Waiting room")."""
+
+    enabled: bool = True
+    admitPerSecond: AdmitRate = room_model.DEFAULT_ADMIT_PER_SECOND
+    passSeconds: PassSeconds = room_model.DEFAULT_PASS_SECONDS
+
+    def settings(self) -> RoomSettings:
+        return RoomSettings(self.enabled, self.admitPerSecond, self.passSeconds)
+
+
+class WaitingRoomOut(BaseModel):
+    enabled: bool
+    admitPerSecond: int
+    passSeconds: int
+
+
 class NewGoods(Body):
     goodsName: GoodsName
     goodsDescription: Description
@@ -81,6 +113,7 @@ class NewGoods(Body):
     category: Category
     reservationStartTime: StartTime | None = None
     perBuyerLimit: BuyerLimit | None = None
+    waitingRoom: WaitingRoomBody | None = None
 
 
 class GoodsPatch(Body):
@@ -95,11 +128,13 @@ class GoodsPatch(Body):
     category: Annotated[Category | None, schema_of(Category)] = None
     reservationStartTime: StartTime | None = None
     perBuyerLimit: BuyerLimit | None = None
+    # null takes the waiting room away (its line and tickets stay until the goods sell out).
+    waitingRoom: WaitingRoomBody | None = None
 
     @model_validator(mode="after")
     def needs_a_field(self) -> GoodsPatch:
         if not self.model_fields_set:
-            raise ValueError(f"give at least one of {', '.join(_EDITS)}")
+            raise ValueError(f"give at least one of {', '.join([*_EDITS, 'waitingRoom'])}")
         return self
 
 
@@ -146,6 +181,7 @@ class GoodsDetail(GoodsSummary):
     sellerName: str | None
     perBuyerLimit: int | None
     saleOpen: bool
+    waitingRoom: WaitingRoomOut | None = None
 
     @classmethod
     def of_view(cls, view: model.GoodsView, zone: tzinfo) -> GoodsDetail:
@@ -165,9 +201,20 @@ def goods_rows(listed: list[tuple[model.Goods, int]], zone: tzinfo) -> list[dict
     return [GoodsSummary.of(goods, stock, zone).model_dump() for goods, stock in listed]
 
 
-def goods_detail(view: model.GoodsView, zone: tzinfo) -> dict[str, Any]:
-    """The goods page as the API shows it."""
-    return GoodsDetail.of_view(view, zone).model_dump()
+def goods_detail(
+    view: model.GoodsView, zone: tzinfo, room: RoomSettings | None = None
+) -> dict[str, Any]:
+    """The goods page as the API shows it (with its waiting room, when it has one)."""
+    detail = GoodsDetail.of_view(view, zone)
+    if room is not None:
+        detail.waitingRoom = WaitingRoomOut(**room.to_api())
+    return detail.model_dump()
+
+
+async def detail_of(shop: Any, goods_id: int) -> dict[str, Any]:
+    """The goods page of ``goods_id``, waiting room included."""
+    view = await shop.goods.detail(goods_id)
+    return goods_detail(view, shop.goods.zone, await shop.queue.room(goods_id))
 
 
 class StockOut(BaseModel):
@@ -199,8 +246,7 @@ async def list_goods(request: web.Request, query: GoodsQuery) -> web.Response:
     response=GoodsDetail,
 )
 async def show_goods(request: web.Request) -> web.Response:
-    goods = request.app[SHOP].goods
-    return ok(goods_detail(await goods.detail(path_id(request, "goodsId")), goods.zone))
+    return ok(await detail_of(request.app[SHOP], path_id(request, "goodsId")))
 
 
 @api.route(
@@ -224,7 +270,8 @@ async def goods_stock(request: web.Request) -> web.Response:
     status=201,
 )
 async def register_goods(request: web.Request, body: NewGoods) -> web.Response:
-    goods = request.app[SHOP].goods
+    shop = request.app[SHOP]
+    goods = shop.goods
     created = await goods.register(
         _claims(request).user_id,
         name=body.goodsName,
@@ -235,8 +282,9 @@ async def register_goods(request: web.Request, body: NewGoods) -> web.Response:
         reservation_start=body.reservationStartTime,
         per_buyer_limit=body.perBuyerLimit,
     )
-    view = await goods.detail(created.goods_id)
-    return ok(goods_detail(view, goods.zone), status=201, msg="goods registered")
+    if body.waitingRoom is not None:  # checked with the body: configuring it cannot refuse
+        await shop.queue.configure(created.goods_id, body.waitingRoom.settings())
+    return ok(await detail_of(shop, created.goods_id), status=201, msg="goods registered")
 
 
 @api.route(
@@ -249,10 +297,27 @@ async def register_goods(request: web.Request, body: NewGoods) -> web.Response:
 )
 async def edit_goods(request: web.Request, body: GoodsPatch) -> web.Response:
     goods_id = path_id(request, "goodsId")
-    goods = request.app[SHOP].goods
-    changes = {_EDITS[name]: getattr(body, name) for name in body.model_fields_set}
-    await goods.update(_claims(request).user_id, goods_id, changes)
-    return ok(goods_detail(await goods.detail(goods_id), goods.zone), msg="goods updated")
+    shop, claims = request.app[SHOP], _claims(request)
+    changes = {_EDITS[n]: getattr(body, n) for n in body.model_fields_set if n in _EDITS}
+    if changes:
+        await shop.goods.update(claims.user_id, goods_id, changes)
+    if "waitingRoom" in body.model_fields_set:
+        if not changes:  # the room alone: its seller or an administrator
+            if (await shop.goods.get(goods_id)).seller_id != claims.user_id and (
+                claims.role != "ADMIN"
+            ):
+                raise Forbidden("only the seller or an administrator may change the waiting room")
+        room = body.waitingRoom
+        if room is None:
+            current = await shop.queue.settings(goods_id) or RoomSettings()
+            await shop.queue.configure(goods_id, RoomSettings(False, *_rates(current)))
+        else:
+            await shop.queue.configure(goods_id, room.settings())
+    return ok(await detail_of(shop, goods_id), msg="goods updated")
+
+
+def _rates(room: RoomSettings) -> tuple[int, int]:
+    return room.admit_per_second, room.pass_seconds
 
 
 @api.route(
