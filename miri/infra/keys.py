@@ -12,6 +12,9 @@ GOODS_REBUILD_LOCK = "miri:goods:rebuild-lock"
 GOODS_RELEASED = "miri:goods:released:"  # release tokens: a retried release is applied once
 
 
+GOODS_CATALOGUE = "miri:catalogue"  # bumped when goods are registered or edited (listing caches)
+
+
 def goods(goods_id: int) -> str:
     """Live stock, opening time, per-buyer limit and version of one goods (a hash)."""
     return f"{GOODS_PREFIX}{goods_id}"

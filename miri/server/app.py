@@ -6,7 +6,7 @@ from aiohttp import web
 
 from miri import __version__
 from miri.infra.proxies import parse_networks
-from miri.server import limiter, middlewares
+from miri.server import goods_pages, limiter, middlewares
 from miri.server.api import MAX_BODY, Api, openapi, register
 from miri.server.keys import METRICS, OPENAPI, PROXIES, SHOP
 from miri.server.routes import (
@@ -61,4 +61,5 @@ def create_app(shop: Shop) -> web.Application:
         app.router.add_route(method, path, handler)
     app[OPENAPI] = openapi(tables, __version__)
     stock_stream.install(app)
+    goods_pages.install(app, shop)
     return app

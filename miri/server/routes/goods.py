@@ -21,6 +21,13 @@ from miri.domain.goods import model
 from miri.domain.queue import RoomSettings
 from miri.domain.queue import model as room_model
 from miri.server.api import Api, ok, path_id
+from miri.server.goods_pages import (
+    GOODS_CACHE,
+    LISTING_CACHE,
+    PAGES,
+    STOCK_CACHE,
+    cached_answer,
+)
 from miri.server.keys import SHOP
 from miri.server.models import (
     Body,
@@ -232,11 +239,18 @@ def _claims(request: web.Request) -> Any:
     summary="List goods, newest first (category filter, name search)",
     query=GoodsQuery,
     response=Page[GoodsSummary],
+    cache=LISTING_CACHE,
 )
 async def list_goods(request: web.Request, query: GoodsQuery) -> web.Response:
-    goods = request.app[SHOP].goods
-    listed, total = await goods.listing(query.page, query.size, category=query.category, q=query.q)
-    return ok(page_of(goods_rows(listed, goods.zone), query, total))
+    zone = request.app[SHOP].goods.zone
+    rows, total = await request.app[PAGES].listing(
+        query.page,
+        query.size,
+        lambda listed: goods_rows(listed, zone),
+        category=query.category,
+        q=query.q,
+    )
+    return cached_answer(request, page_of(rows, query, total), LISTING_CACHE)
 
 
 @api.route(
@@ -244,9 +258,17 @@ async def list_goods(request: web.Request, query: GoodsQuery) -> web.Response:
     "/api/goods/{goodsId}",
     summary="One goods with seller, live stock and whether its sale is open",
     response=GoodsDetail,
+    cache=GOODS_CACHE,
 )
 async def show_goods(request: web.Request) -> web.Response:
-    return ok(await detail_of(request.app[SHOP], path_id(request, "goodsId")))
+    shop, goods_id = request.app[SHOP], path_id(request, "goodsId")
+
+    async def load() -> tuple[dict[str, Any], model.Goods]:
+        view = await shop.goods.detail(goods_id)
+        return goods_detail(view, shop.goods.zone, await shop.queue.room(goods_id)), view.goods
+
+    data = await request.app[PAGES].detail(goods_id, load)
+    return cached_answer(request, data, GOODS_CACHE)
 
 
 @api.route(
@@ -254,11 +276,12 @@ async def show_goods(request: web.Request) -> web.Response:
     "/api/goods/{goodsId}/stock",
     summary="Live stock (read from the primary Redis)",
     response=StockOut,
+    cache=STOCK_CACHE,
 )
 async def goods_stock(request: web.Request) -> web.Response:
     goods_id = path_id(request, "goodsId")
-    stock = await request.app[SHOP].goods.live_stock(goods_id)
-    return ok({"goodsId": goods_id, "stockQuantity": stock})
+    stock = await request.app[PAGES].stock(goods_id)
+    return cached_answer(request, {"goodsId": goods_id, "stockQuantity": stock}, STOCK_CACHE)
 
 
 @api.route(
@@ -284,6 +307,7 @@ async def register_goods(request: web.Request, body: NewGoods) -> web.Response:
     )
     if body.waitingRoom is not None:  # checked with the body: configuring it cannot refuse
         await shop.queue.configure(created.goods_id, body.waitingRoom.settings())
+    await request.app[PAGES].changed()  # every process's cached pages reload
     return ok(await detail_of(shop, created.goods_id), status=201, msg="goods registered")
 
 
@@ -313,6 +337,7 @@ async def edit_goods(request: web.Request, body: GoodsPatch) -> web.Response:
             await shop.queue.configure(goods_id, RoomSettings(False, *_rates(current)))
         else:
             await shop.queue.configure(goods_id, room.settings())
+    await request.app[PAGES].changed()  # every process's cached pages reload
     return ok(await detail_of(shop, goods_id), msg="goods updated")
 
 
