@@ -244,8 +244,13 @@ async def _bare_buyer(
     while time.time() < until:
         sent = time.time()
         started = time.perf_counter()
-        async with session.post(f"{base}/api/auth/orders", json=body, headers=auth) as resp:
-            answer = await resp.read()
+        try:
+            async with session.post(f"{base}/api/auth/orders", json=body, headers=auth) as resp:
+                answer = await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            buyer.reconnects += 1
+            await asyncio.sleep(0.5)  # refused at the door (a full listen queue): again
+            continue
         orders.add(sent, time.perf_counter() - started, resp.status)
         if resp.status == 201:
             buyer.outcome = "ordered"
@@ -493,6 +498,7 @@ async def _bare_sale(
         "orders": orders.figures(),
         "outcomes": outcomes,
         "seconds": round(time.time() - began, 2),
+        "reconnects": sum(b.reconnects for b in buyers),
     }
 
 
