@@ -47,6 +47,12 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
 
+def share_lock(conn: Any) -> str:
+    """`` FOR SHARE`` on PostgreSQL (the row stays as read until the transaction ends), nothing
+    on SQLite, whose single writer already keeps it so."""
+    return "" if isinstance(conn, sqlite3.Connection) else " FOR SHARE"
+
+
 def is_postgres(url: str | None) -> bool:
     return bool(url) and url.split(":", 1)[0] in {"postgresql", "postgres"}
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 GOODS_PREFIX = "miri:goods:"
 GOODS_DIRTY = "miri:goods:dirty"  # goods -> change counter, for the write-back
 GOODS_REBUILD_LOCK = "miri:goods:rebuild-lock"
+# The stock epoch live stock was loaded for (see goods/upkeep.py); written on the primary only,
+# never replicated nor in the AOF, so a promoted replica or a restarted Redis has none.
+STOCK_EPOCH = "miri:stock-epoch"
 GOODS_RELEASED = "miri:goods:released:"  # release tokens: a retried release is applied once
 
 

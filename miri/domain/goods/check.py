@@ -66,15 +66,20 @@ def _compare(f: Figures, fields: list[str | None], buyers: dict[str, str]) -> li
 
 
 async def check_stock(
-    store: GoodsStore, live: LiveStock, *, repair: bool, only_missing: bool = False
+    store: GoodsStore,
+    live: LiveStock,
+    *,
+    repair: bool,
+    only_missing: bool = False,
+    truth: dict[int, Figures] | None = None,
 ) -> StockReport:
     """Compare Redis with SQLite for every goods; ``repair`` rewrites what differs.
 
     A full repair while orders are in flight would hand back stock that a reservation holds
-    before its order row is committed, so the server repairs everything only when Redis is new
-    to it (see ``upkeep.StockUpkeep.startup_check``) and otherwise restores only what is missing.
+    before its order row is committed, unless it runs under a new stock epoch (``truth`` read
+    with the bump, see ``upkeep.StockUpkeep.rebuild``), which refuses those orders.
     """
-    figures = await store.truth()
+    figures = truth if truth is not None else await store.truth()
     report = StockReport(checked=len(figures))
     ids = sorted(figures)
     for start in range(0, len(ids), CHUNK):

@@ -62,9 +62,16 @@ def build(
         zone=ZoneInfo(settings.timezone),
         sellers=sellers,
     )
-    reservations = Reservations(live=live, figures=figures, cache=cache, marks=marks, clock=clock)
-    stack.push_async_callback(reservations.close)  # releases still waiting for Redis
     upkeep = StockUpkeep(store=store, live=live, cache=cache, clock=clock, hosts=hosts)
+    reservations = Reservations(
+        live=live,
+        figures=figures,
+        cache=cache,
+        marks=marks,
+        clock=clock,
+        verify=upkeep.rebuild_if_unverified,
+    )
+    stack.push_async_callback(reservations.close)  # releases still waiting for Redis
     goods = GoodsService(
         catalogue=catalogue,
         reservations=reservations,

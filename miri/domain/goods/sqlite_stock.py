@@ -20,7 +20,15 @@ from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 
-from miri.domain.goods.stock import Figures, LiveStock, Reservation, goods_key, new_version
+from miri.domain.goods.stock import (
+    RELEASE_DONE,
+    RELEASE_MISSING,
+    Figures,
+    LiveStock,
+    Reservation,
+    goods_key,
+    new_version,
+)
 from miri.infra.sqlite import Database, connect
 
 DDL = """
@@ -96,18 +104,23 @@ class SqliteStock(LiveStock):
         return await self._db.write(job)
 
     async def release(
-        self, user_id: int, goods_id: int, qty: int, token: str | None = None
-    ) -> bool:
+        self,
+        user_id: int,
+        goods_id: int,
+        qty: int,
+        token: str | None = None,
+        epoch: int | None = None,
+    ) -> int:
         user = str(user_id)
 
-        def job(conn: sqlite3.Connection) -> bool:
+        def job(conn: sqlite3.Connection) -> int:
             found = conn.execute(
                 "UPDATE bench_sqlite_stock SET stock = stock + ?, changes = changes + 1"
                 " WHERE goods_id = ?",
                 (qty, goods_id),
             ).rowcount
             if not found:
-                return False
+                return RELEASE_MISSING
             conn.execute(
                 "UPDATE bench_sqlite_buyers SET held = held - ? WHERE goods_id = ? AND user_id = ?",
                 (qty, goods_id, user),
@@ -116,7 +129,7 @@ class SqliteStock(LiveStock):
                 "DELETE FROM bench_sqlite_buyers WHERE goods_id = ? AND user_id = ? AND held <= 0",
                 (goods_id, user),
             )
-            return True
+            return RELEASE_DONE
 
         return await self._db.write(job)
 

@@ -9,6 +9,12 @@ for the write-back: a counter that moved while the write-back ran keeps the good
 
 Every mutating script refuses to touch goods whose hash is missing (Redis lost it): the caller
 rebuilds them from SQLite instead of creating a wrong figure out of nothing.
+
+``miri:stock-epoch`` names the stock epoch (``shop_meta.stock_epoch`` in the database) the figures
+were rebuilt for. Without it Redis is not trusted: a reservation answers UNVERIFIED (nothing
+taken) and the caller rebuilds. It is written with replication off, so a replica promoted by a
+failover, or a Redis restarted from its AOF, never has it: either may have lost the last
+decrements, and the rebuild puts back the database's truth before another order is taken.
 """
 
 from __future__ import annotations
@@ -31,19 +37,22 @@ PREFIX = keys.GOODS_PREFIX
 DIRTY = keys.GOODS_DIRTY
 REBUILD_LOCK = keys.GOODS_REBUILD_LOCK
 RELEASED = keys.GOODS_RELEASED
+EPOCH = keys.STOCK_EPOCH
 
 # Many reservations in one call (those that arrived in the same loop tick), each judged and
 # applied in turn, each all-or-nothing over its items.
-# KEYS: dirty, then per reservation per item: goods hash, buyers hash.
+# KEYS: dirty, epoch, then per reservation per item: goods hash, buyers hash.
 # ARGV: per reservation: user, now, item count, then id, qty per item.
-# Answers one {status, item (1-based), version per item...} per reservation.
+# Answers one {status, item (1-based), epoch, version per item...} per reservation.
 RESERVE = """
 local out = {}
-local k, a = 2, 1
+local epoch = redis.call('GET', KEYS[2])
+local k, a = 3, 1
 while a <= #ARGV do
   local user, now, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local refusal, vers = nil, {}
-  for i = 1, n do
+  if not epoch then refusal = {'UNVERIFIED', 0} end
+  for i = 1, (refusal and 0 or n) do
     local gk, bk = KEYS[k + 2 * i - 2], KEYS[k + 2 * i - 1]
     local qty = tonumber(ARGV[a + 2 * i + 2])
     local g = redis.call('HMGET', gk, 'stock', 'open', 'limit', 'ver')
@@ -65,7 +74,7 @@ while a <= #ARGV do
       redis.call('HINCRBY', KEYS[k + 2 * i - 1], user, qty)
       redis.call('HINCRBY', KEYS[1], ARGV[a + 2 * i + 1], 1)
     end
-    out[#out + 1] = {'OK', 0, unpack(vers)}
+    out[#out + 1] = {'OK', 0, epoch, unpack(vers)}
   end
   k = k + 2 * n
   a = a + 3 + 2 * n
@@ -73,12 +82,19 @@ end
 return out
 """
 
-# KEYS: dirty, goods, buyers, and optionally a token key; ARGV: user, qty, id.
+# KEYS: dirty, goods, buyers, epoch, and optionally a token key; ARGV: user, qty, id, epoch.
 # With a token, a release whose answer was lost can be sent again: the second one answers 2
-# and changes nothing.
+# and changes nothing. With an epoch (the one read where the release was committed), it applies
+# only to figures of that epoch: 4 when a later rebuild already counted it, 3 when the rebuild
+# that counts it as held has not loaded Redis yet (send it again soon).
 RELEASE = """
+if ARGV[4] ~= '' then
+  local e = redis.call('GET', KEYS[4])
+  if not e or tonumber(e) < tonumber(ARGV[4]) then return 3 end
+  if tonumber(e) > tonumber(ARGV[4]) then return 4 end
+end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-if KEYS[4] and not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 3600) then return 2 end
+if KEYS[5] and not redis.call('SET', KEYS[5], '1', 'NX', 'EX', 3600) then return 2 end
 redis.call('HINCRBY', KEYS[2], 'stock', ARGV[2])
 local left = redis.call('HINCRBY', KEYS[3], ARGV[1], -tonumber(ARGV[2]))
 if left <= 0 then redis.call('HDEL', KEYS[3], ARGV[1]) end
@@ -109,6 +125,13 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'stock', ARGV[2], 'open', ARGV[3], 'limit', ARGV[4], 'ver', ARGV[5])
 for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
+return 1
+"""
+
+# KEYS: epoch; ARGV: epoch, or '' to take it away. Not replicated, not in the AOF (see above).
+SET_EPOCH = """
+redis.set_repl(redis.REPL_NONE)
+if ARGV[1] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 """
 
@@ -166,10 +189,15 @@ class Figures:
 
 @dataclass(frozen=True)
 class Reservation:
-    status: str  # OK, MISSING, SALE_NOT_OPEN, LIMIT_EXCEEDED, SOLD_OUT
+    status: str  # OK, MISSING, UNVERIFIED, SALE_NOT_OPEN, LIMIT_EXCEEDED, SOLD_OUT
     index: int  # 0-based item the refusal is about
     versions: list[str]  # OK: each item's goods version
     left: int | None = None  # SOLD_OUT: the stock that was left for that item
+    epoch: int | None = None  # OK: the stock epoch the units were taken in
+
+
+# What a release answered (see RELEASE).
+RELEASE_MISSING, RELEASE_DONE, RELEASE_REPEAT, RELEASE_EARLY, RELEASE_COUNTED = 0, 1, 2, 3, 4
 
 
 Call = tuple[list[str], list[Any], asyncio.Future]
@@ -208,7 +236,7 @@ class ReserveBatch:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[Call]) -> None:
-        keys: list[str] = [DIRTY]
+        keys: list[str] = [DIRTY, EPOCH]
         args: list[Any] = []
         for call_keys, call_args, _ in batch:
             keys += call_keys
@@ -259,6 +287,7 @@ class LiveStock:
         self._load = primary.register_script(LOAD)
         self._snapshot = primary.register_script(SNAPSHOT)
         self._clean = primary.register_script(CLEAN)
+        self._set_epoch = primary.register_script(SET_EPOCH)
 
     async def reserve(
         self, user_id: int, items: Sequence[tuple[int, int]], now: float
@@ -272,17 +301,35 @@ class LiveStock:
         status, index = answer[0], int(answer[1])
         if status == "SOLD_OUT":
             return Reservation(status, index - 1, [], int(answer[2]))
-        return Reservation(status, max(index - 1, 0), [str(v) for v in answer[2:]])
+        if status == "OK":
+            versions = [str(v) for v in answer[3:]]
+            return Reservation(status, 0, versions, epoch=int(answer[2]))
+        return Reservation(status, max(index - 1, 0), [])
 
     async def release(
-        self, user_id: int, goods_id: int, qty: int, token: str | None = None
-    ) -> bool:
-        """Give ``qty`` back; False when Redis lost these goods. ``token`` (kept an hour) makes
-        sending the same release again harmless."""
-        keys = [DIRTY, goods_key(goods_id), buyers_key(goods_id)]
+        self,
+        user_id: int,
+        goods_id: int,
+        qty: int,
+        token: str | None = None,
+        epoch: int | None = None,
+    ) -> int:
+        """Give ``qty`` back; answers one of the ``RELEASE_*`` codes. ``token`` (kept an hour)
+        makes sending the same release again harmless; ``epoch``: see RELEASE."""
+        keys = [DIRTY, goods_key(goods_id), buyers_key(goods_id), EPOCH]
         if token:
             keys.append(f"{RELEASED}{token}")
-        return bool(await self._release(keys=keys, args=[user_id, qty, goods_id]))
+        args = [user_id, qty, goods_id, "" if epoch is None else epoch]
+        return int(await self._release(keys=keys, args=args))
+
+    async def epoch(self) -> int | None:
+        """The stock epoch Redis was rebuilt for; None when it has none (not to be trusted)."""
+        value = await self.primary.get(EPOCH)
+        return None if value is None else int(value)
+
+    async def set_epoch(self, epoch: int | None) -> None:
+        """Name the epoch the figures now hold (None: distrust them until the next rebuild)."""
+        await self._set_epoch(keys=[EPOCH], args=["" if epoch is None else epoch])
 
     async def restock(self, goods_id: int, qty: int) -> int | None:
         """The new live stock, or None when Redis lost these goods."""

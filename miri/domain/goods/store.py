@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from miri.domain.errors import Forbidden, NotFound, ValidationFailed
+from miri.domain.errors import Forbidden, NotFound, Unavailable, ValidationFailed
 from miri.domain.goods import model
 from miri.domain.goods.model import Goods
 from miri.domain.goods.stock import Figures
 from miri.infra.clock import from_ts
-from miri.infra.database import Database
+from miri.infra.database import Database, share_lock
 
 CHUNK = 500  # ids per IN (...): under SQLite's bound-parameter limit
 
@@ -177,6 +177,13 @@ class GoodsStore:
             return {}
         return await self._db.read(lambda c: _figures(c, ids))
 
+    async def epoch(self) -> int:
+        return await self._db.read(lambda c: read_epoch(c, lock=False))
+
+    async def new_epoch(self) -> tuple[int, dict[int, Figures]]:
+        """Bump the stock epoch and read the truth of every goods, in one transaction."""
+        return await self._db.write(lambda c: (_bump_epoch(c), _figures(c, None, own=False)))
+
     async def write_synced(self, snapshot: Sequence[tuple[int, str, int]], now: float) -> int:
         """Live stock per goods into ``goods.stock_synced``; how many rows were written."""
         rows = [(stock, now, gid) for gid, _, stock in snapshot]
@@ -189,13 +196,50 @@ class GoodsStore:
         )
 
 
-def _figures(conn: Any, ids: Sequence[int] | None) -> dict[int, Figures]:
+# -- the stock epoch: which rebuild of live stock an order or a release belongs to -------------
+class StockEpochChanged(Unavailable):
+    """Live stock was rebuilt after these units were reserved: the rebuild already gave them
+    back, so the order must not be stored (and nothing is released)."""
+
+
+def read_epoch(conn: Any, *, lock: bool = True) -> int:
+    """The stock epoch, read in the caller's transaction and kept as read until it ends.
+
+    An order and a release read it where they commit: a rebuild (which bumps it, then reads the
+    truth, in one transaction) either sees their rows or makes them see its new epoch.
+    """
+    row = conn.execute(
+        "SELECT value FROM shop_meta WHERE name = 'stock_epoch'"
+        + (share_lock(conn) if lock else "")
+    ).fetchone()
+    return 0 if row is None else int(row["value"])
+
+
+def check_epoch(conn: Any, reserved_in: int | None) -> None:
+    """Refuse to store an order whose units were reserved before the last rebuild."""
+    if reserved_in is not None and read_epoch(conn) != reserved_in:
+        raise StockEpochChanged("live stock was just rebuilt; nothing was ordered, try again")
+
+
+def _bump_epoch(conn: Any) -> int:
+    conn.execute(
+        "INSERT INTO shop_meta (name, value) VALUES ('stock_epoch', '0')"
+        " ON CONFLICT (name) DO NOTHING"
+    )
+    current = read_epoch(conn)
+    conn.execute("UPDATE shop_meta SET value = ? WHERE name = 'stock_epoch'", (str(current + 1),))
+    return current + 1
+
+
+def _figures(conn: Any, ids: Sequence[int] | None, *, own: bool = True) -> dict[int, Figures]:
+    """``own``: a read transaction of its own; else the caller's (a write) holds both reads."""
     marks = _marks(len(ids)) if ids is not None else ""
     args = tuple(ids) if ids is not None else ()
     only_goods = f" WHERE id IN ({marks})" if ids is not None else ""
     only_items = f" WHERE goods_id IN ({marks})" if ids is not None else ""
     # One read transaction, so the goods rows and the order items are one snapshot.
-    conn.execute("BEGIN")
+    if own:
+        conn.execute("BEGIN")
     try:
         goods = conn.execute(
             "SELECT id, stock_total, reservation_start, per_buyer_limit FROM goods" + only_goods,
@@ -208,7 +252,8 @@ def _figures(conn: Any, ids: Sequence[int] | None) -> dict[int, Figures]:
             args,
         ).fetchall()
     finally:
-        conn.execute("COMMIT")
+        if own:
+            conn.execute("COMMIT")
     buyers: dict[int, dict[str, int]] = {}
     for goods_id, user_id, quantity in held:
         if quantity:

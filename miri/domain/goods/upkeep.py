@@ -1,17 +1,31 @@
-"""Keeping Redis true to the database: the start-up rebuild, the stock check, the write-back."""
+"""Keeping Redis true to the database: the rebuild, the start-up check, the stock check, the
+write-back.
+
+A rebuild starts a new stock epoch: Redis's epoch mark is taken away (reservations answer
+UNVERIFIED, nothing taken), one database transaction bumps ``shop_meta.stock_epoch`` and reads the
+truth (stock minus every active order item), Redis is loaded with it, and the mark names the new
+epoch. An order reserved before the bump and stored after it is refused by its own transaction
+(``store.check_epoch``): its units were given back by the rebuild, which is what makes a rebuild
+safe while other hosts take orders. Releases carry the epoch they were committed in, so one is
+never counted twice (see ``stock.RELEASE``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
 from miri.domain.goods import check
 from miri.domain.goods.cache import GoodsCache
-from miri.domain.goods.stock import REBUILD_LOCK, LiveStock
+from miri.domain.goods.stock import REBUILD_LOCK, LiveStock, SingleFlight
 from miri.domain.goods.store import GoodsStore
 from miri.infra.clock import Clock
+
+log = logging.getLogger(__name__)
+LOCK_TTL = 60  # seconds: a rebuilder that died lets the next one in after this
 
 
 class ServingHosts(Protocol):
@@ -38,41 +52,85 @@ class StockUpkeep:
         self._clock = clock
         self._hosts = hosts
         self._serving = False  # this process has passed its start-up check and takes orders
+        self._rebuilds = SingleFlight()
 
     async def check_stock(self, repair: bool = False) -> check.StockReport:
         """Compare live stock with the database's truth; ``repair`` rewrites Redis where it
         differs.
 
         A repair while other processes take orders may hand back stock that an order not yet
-        committed holds; the server's start-up check avoids that (``startup_check``).
+        committed holds; the server's start-up check and ``rebuild`` avoid that.
         """
         return await check.check_stock(self._store, self._live, repair=repair)
 
-    async def startup_check(self) -> check.StockReport:
-        """Before serving (and after the embedded Redis came back): rebuild Redis.
+    async def rebuild(self, why: str) -> check.StockReport:
+        """Rebuild live stock under a new stock epoch (concurrent callers share one run)."""
+        return await self._rebuilds.run("rebuild", lambda: self._locked(self._rebuild, why))
 
-        Everything is rewritten when no process serves the shop (nobody can hold a reservation
-        whose order is not committed yet): not this one yet, and no other live host in the
-        heartbeat table. Otherwise only goods Redis lost are restored and other differences are
-        reported. Start-ups are serialised by a lock in Redis, and each writes its heartbeat
-        before letting the next one look.
-        """
+    async def rebuild_if_unverified(self) -> None:
+        """Rebuild unless Redis already holds the database's current epoch (another process
+        may have rebuilt it while this one waited)."""
+
+        async def maybe(_: str) -> check.StockReport | None:
+            if await self._live.epoch() == await self._store.epoch():
+                return None
+            return await self._rebuild("Redis holds no verified stock")
+
+        await self._rebuilds.run("rebuild", lambda: self._locked(maybe, "unverified"))
+
+    async def _rebuild(self, why: str) -> check.StockReport:
+        await self._live.set_epoch(None)  # reservations refuse from here until the load is done
+        epoch, truth = await self._store.new_epoch()
+        report = await check.check_stock(self._store, self._live, repair=True, truth=truth)
+        await self._live.set_epoch(epoch)
+        self._cache.clear()
+        log.warning(
+            "live stock rebuilt (%s): epoch %d, %d goods, %d repaired",
+            why,
+            epoch,
+            report.checked,
+            report.repaired,
+        )
+        return report
+
+    async def _locked(self, work, why: str):  # noqa: ANN001, ANN202 - private
+        """Rebuilds and start-up checks of every process run one at a time."""
         redis = self._live.primary
         token = uuid.uuid4().hex
-        while not await redis.set(REBUILD_LOCK, token, nx=True, ex=60):
+        while not await redis.set(REBUILD_LOCK, token, nx=True, ex=LOCK_TTL):
             await asyncio.sleep(0.05)
         try:
-            others = await self._hosts.others() if self._hosts else []
-            busy = self._serving or bool(others)
-            report = await check.check_stock(
-                self._store, self._live, repair=True, only_missing=busy
-            )
-            if self._hosts:
-                await self._hosts.beat()
-            self._serving = True
+            return await work(why)
         finally:
             if await redis.get(REBUILD_LOCK) == token:
                 await redis.delete(REBUILD_LOCK)
+
+    async def startup_check(self) -> check.StockReport:
+        """Before serving (and after the embedded Redis came back): make Redis true.
+
+        A full rebuild when Redis holds no verified epoch (new, emptied, restarted, failed over)
+        or when no process serves the shop (not this one yet, and no other live host in the
+        heartbeat table: reservations a crashed server left with no order go back). Otherwise
+        Redis is trusted: only goods it lost are restored and other differences reported. Each
+        start-up writes its heartbeat before letting the next one look.
+        """
+
+        async def work(_: str) -> check.StockReport:
+            others = await self._hosts.others() if self._hosts else []
+            busy = self._serving or bool(others)
+            verified = await self._live.epoch() == await self._store.epoch()
+            if not busy or not verified:
+                report = await self._rebuild("start-up" if not busy else "start-up, unverified")
+            else:
+                report = await check.check_stock(
+                    self._store, self._live, repair=True, only_missing=True
+                )
+            if self._hosts:
+                await self._hosts.beat()
+            self._serving = True
+            return report
+
+        report = await self._locked(work, "start-up")
         self._cache.clear()
         return report
 

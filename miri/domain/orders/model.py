@@ -39,11 +39,12 @@ class PlacedOrder:
 
 @dataclass(frozen=True)
 class Released:
-    """Stock an item gave back: committed in SQLite, to be returned to live stock."""
+    """Stock an item gave back: committed in the database, to be returned to live stock."""
 
     goods_id: int
     user_id: int
     quantity: int
+    epoch: int | None = None  # the stock epoch read in the commit that flipped the flag
 
 
 # -- what orders needs of the goods module ----------------------------------------------------
@@ -59,7 +60,9 @@ class Stock(Protocol):
         self, user_id: int, items: Sequence[tuple[int, int]]
     ) -> Mapping[int, Priced]: ...
 
-    async def release(self, user_id: int, goods_id: int, quantity: int) -> None: ...
+    async def release(
+        self, user_id: int, goods_id: int, quantity: int, epoch: int | None = None
+    ) -> None: ...
 
 
 class Gate(Protocol):
@@ -107,4 +110,4 @@ class Wishlist(Protocol):
 async def give_back(stock: Stock, released: Sequence[Released]) -> None:
     """Return committed releases to live stock (after the commit that flipped their flag)."""
     for r in released:
-        await stock.release(r.user_id, r.goods_id, r.quantity)
+        await stock.release(r.user_id, r.goods_id, r.quantity, r.epoch)

@@ -3,7 +3,9 @@
 One commit holds the order, its items and their shipping rows, the ``OrderPlaced`` event, the
 idempotency answer and, for an order from the wishlist, the removal of the ordered entries (a
 unit of work over the orders store and the wishlist store). If that commit fails, the
-reservation is given back before the error is raised.
+reservation is given back before the error is raised. The commit also checks the stock epoch
+the units were reserved in (``goods.store.check_epoch``): after a rebuild of live stock, the
+order is refused (503) and nothing is given back, the rebuild already did.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from miri.domain import errors
 from miri.domain.errors import NotFound, ShopError
 from miri.domain.events import OrderedItem, OrderPlaced
+from miri.domain.goods import store as goods_store
 from miri.domain.goods import wishlist_store
 from miri.domain.orders import store
 from miri.domain.orders.idempotency import IdempotencyKeys, KeyTaken
@@ -135,7 +138,11 @@ class Placing:
         prices = [catalogue[goods_id].price for goods_id, _ in items]
         total = sum(price * quantity for price, (_, quantity) in zip(prices, items, strict=True))
 
+        epoch = getattr(catalogue, "epoch", None)
+
         def write(conn: sqlite3.Connection) -> PlacedOrder:
+            # First, before any row is written: live stock rebuilt since the reservation?
+            goods_store.check_epoch(conn, epoch)
             order_id = store.insert_order(conn, user_id, total, address_enc, now)
             lines = [
                 OrderLine(
@@ -160,9 +167,10 @@ class Placing:
         try:
             placed = await self._db.write(write)
         except BaseException as exc:
-            # Nothing was stored, so nothing may stay reserved.
-            for goods_id, quantity in items:
-                await self._stock.release(user_id, goods_id, quantity)
+            # Nothing was stored, so nothing may stay reserved (after a rebuild, nothing is).
+            if not isinstance(exc, goods_store.StockEpochChanged):
+                for goods_id, quantity in items:
+                    await self._stock.release(user_id, goods_id, quantity, epoch)
             if used is not None:
                 await self._give_back(used, sold_out=False)
             if isinstance(exc, KeyTaken) and idem is not None:

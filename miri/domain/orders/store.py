@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from miri.domain.errors import NotFound
+from miri.domain.goods.store import read_epoch
 from miri.domain.orders.model import Released
 
 
@@ -152,7 +153,7 @@ def release_item(
         "UPDATE shipping SET status = 'CANCELED', status_at = ? WHERE order_item_id = ?",
         (now, item_id),
     )
-    return Released(row["goods_id"], row["user_id"], row["quantity"])
+    return Released(row["goods_id"], row["user_id"], row["quantity"], read_epoch(conn))
 
 
 def ship_item(
@@ -228,10 +229,11 @@ def complete_returns(
         " RETURNING id, order_id, goods_id, user_id, quantity",
         (now, cutoff),
     ).fetchall()
+    epoch = read_epoch(conn) if rows else None
     return [
         (
             ItemKey(r["id"], r["order_id"], r["user_id"]),
-            Released(r["goods_id"], r["user_id"], r["quantity"]),
+            Released(r["goods_id"], r["user_id"], r["quantity"], epoch),
         )
         for r in rows
     ]
