@@ -74,7 +74,8 @@ def event_handlers(
     The consumer names key the ``deliveries`` rows already in a shop's database: never rename one.
     """
     return {
-        # An order was stored: payments opens a payment per item and walks it through the gateway.
+        # An order was stored: payments opens a payment per item; the provider begins (the
+        # simulated buyer walks it; a checkout waits for the buyer).
         OrderPlaced: [("payments", payments.on_order_placed)],
         # The walk ended: paid, the item is COMPLETED ...
         PaymentCompleted: [

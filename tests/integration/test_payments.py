@@ -340,3 +340,35 @@ async def test_simulated_shops_have_no_checkout(make_client, database_url):
     resp = await client.post("/api/payments/webhook", data=b"{}")
     assert resp.status == 400 and (await resp.json())["error"] == "VALIDATION_FAILED"
     assert (await client.get("/pay/pay_x")).status == 404
+
+
+async def test_a_webhook_the_shop_did_not_take_can_be_sent_again(shop, client, sale, monkeypatch):
+    """A provider signing with another secret (misconfigured): the shop refuses, the page says
+    so and offers to send again; once the secrets agree, the same event goes through."""
+    placed = await place(client, sale)
+    detail = placed["items"][0]["orderDetailId"]
+    opened = await session(client, sale, placed["orderId"])
+    signed_right = provider(shop).signed
+
+    def signed_wrong(event: dict[str, Any], t: int) -> Webhook:
+        hook = signed_right(event, t)
+        return Webhook(
+            hook.body, {**hook.headers, signature.HEADER: signature.sign("x", hook.body, t)}
+        )
+
+    monkeypatch.setattr(provider(shop), "signed", signed_wrong)
+    resp = await client.post(f"/pay/{opened['paymentId']}", data={"action": "pay"})
+    text = await resp.text()
+    assert resp.status == 502 and "did not take the webhook (400" in text
+    assert ">Send again<" in text and ">Cancel<" not in text
+    assert await shop.bus.drain(timeout=20)
+    assert (await item(client, sale["buyer"], detail))["orderStatus"] == "PAYMENT_PENDING"
+
+    monkeypatch.undo()
+    resp = await client.post(f"/pay/{opened['paymentId']}", data={"action": "pay"})
+    assert resp.status == 200 and "Paid." in await resp.text()
+    assert await shop.bus.drain(timeout=20)
+    assert (await item(client, sale["buyer"], detail))["orderStatus"] == "COMPLETED"
+    # A form without a known action presses nothing.
+    resp = await client.post(f"/pay/{opened['paymentId']}", data={"action": "refund"})
+    assert resp.status == 400

@@ -85,9 +85,12 @@ class PaymentProvider(Protocol):
     async def open_checkout(self, request: CheckoutRequest) -> CheckoutSession:
         """A new checkout session at the provider; raises ``InvalidState`` if it has none."""
 
-    def read_event(self, raw: bytes, headers: Mapping[str, str], now: float) -> ProviderEvent:
+    def read_event(
+        self, raw: bytes, headers: Mapping[str, str], now: float
+    ) -> ProviderEvent | None:
         """Verify the webhook's signature over the raw body, then read it; ``WebhookRefused``
-        when either fails."""
+        when either fails. None for a verified event the shop does not act on (a provider
+        sends many kinds): answered 200, nothing changes."""
 
     async def refund(self, request: RefundRequest) -> None:
         """Give ``request.amount`` back; asked twice with one idempotency key, refund once."""

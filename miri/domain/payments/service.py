@@ -33,6 +33,7 @@ from miri.domain.payments.provider import (
     PaymentProvider,
     ProviderEvent,
     RefundRequest,
+    WebhookRefused,
 )
 from miri.infra.breakers import Breakers
 from miri.infra.bus import Bus
@@ -276,8 +277,14 @@ class PaymentService:
     async def receive(self, raw: bytes, headers: Mapping[str, str]) -> str:
         """A provider's webhook: verified and read by the provider, applied once per event id
         in one commit with the events it sends orders. Returns what it did (for the log)."""
-        event = self.provider.read_event(raw, headers, self._clock.timestamp())
         now = self._clock.timestamp()
+        try:
+            event = self.provider.read_event(raw, headers, now)
+        except WebhookRefused as exc:
+            log.warning("payment webhook refused: %s", exc.message)  # a forger, or a wrong secret
+            raise
+        if event is None:
+            return "ignored"
         notify: list[Event] = []
 
         def apply(conn: sqlite3.Connection) -> str:

@@ -150,8 +150,11 @@ def won(amount: int) -> str:
     return f"₩{amount:,}"
 
 
-def render(page: CheckoutPage | None, note: str = "", tone: str = "") -> str:
-    """The checkout page: the goods, the amount, and Pay / Cancel while it can be paid."""
+def render(
+    page: CheckoutPage | None, note: str = "", tone: str = "", retry: str | None = None
+) -> str:
+    """The checkout page: the goods, the amount, and Pay / Cancel while it can be paid (or a
+    button to send the ``retry`` action's webhook again when the shop did not take it)."""
     e = html.escape
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -176,6 +179,12 @@ def render(page: CheckoutPage | None, note: str = "", tone: str = "") -> str:
                 f'<form method=post action="{action}">'
                 "<button class=pay name=action value=pay type=submit>Pay</button>"
                 "<button name=action value=cancel type=submit>Cancel</button></form>"
+            )
+        elif retry is not None:
+            action = e(f"/pay/{page.payment_id}")
+            parts.append(
+                f'<form method=post action="{action}">'
+                f"<button name=action value={e(retry)} type=submit>Send again</button></form>"
             )
         elif not note:
             state = "expired" if page.expired else page.status.lower()
@@ -214,6 +223,8 @@ async def checkout_page(request: web.Request) -> web.Response:
 async def deliver(request: web.Request, hook: Webhook) -> tuple[int, str]:
     """Send the webhook to this shop over HTTP, as a remote provider would: to the address this
     connection came in on (never a Host header's), so it reaches this very server."""
+    if request.transport is None:
+        raise ConnectionError("the buyer's connection closed")
     host, port = request.transport.get_extra_info("sockname")[:2]
     host = f"[{host}]" if ":" in host else host
     timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT)
@@ -230,7 +241,10 @@ async def checkout_answer(request: web.Request) -> web.Response:
     provider = _test_provider(request)
     payment_id = request.match_info["paymentId"]
     form = await request.post()
-    pay = form.get("action") == "pay"
+    action = form.get("action")
+    if action not in ("pay", "cancel"):
+        return page_response(render(None, "Press Pay or Cancel on the checkout page.", "bad"), 400)
+    pay = action == "pay"
     page = None
     try:
         page = await provider.checkout_page(payment_id)
@@ -239,13 +253,13 @@ async def checkout_answer(request: web.Request) -> web.Response:
         return page_response(render(page, exc.message, "bad"), status_of(exc.code))
     try:
         status, answer = await deliver(request, hook)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ConnectionError, ValueError) as exc:
         log.warning("test provider: webhook for %s not delivered: %r", payment_id, exc)
         status, answer = 0, "the shop did not answer"
     page = await provider.checkout_page(payment_id)
     if status != 200:
-        note = f"The shop refused the webhook ({status or 'no answer'}: {answer}). Press again to retry."
-        return page_response(render(page, note, "bad"), 502)
+        note = f"The shop did not take the webhook ({status or 'no answer'}: {answer})."
+        return page_response(render(page, note, "bad", retry="pay" if pay else "cancel"), 502)
     if pay:
         return page_response(render(page, "Paid. The shop confirmed your order.", "ok"))
     return page_response(render(page, "Payment canceled. Nothing was charged.", ""))
