@@ -32,6 +32,7 @@ from miri.domain.events import (
     PaymentAborted,
     PaymentCompleted,
     PaymentRefunded,
+    PaymentTakenLate,
 )
 from miri.domain.goods import setup as goods_setup
 from miri.domain.goods.service import GoodsService
@@ -90,6 +91,8 @@ def event_handlers(
         ItemReturned: [("payments", payments.on_item_returned)],
         # Money went back to the buyer (a cancel, a late payment, a return): they are told.
         PaymentRefunded: [("mail", mail.on_payment_refunded)],
+        # A provider took money for an item already expired or canceled: payments refunds it.
+        PaymentTakenLate: [("payments", payments.on_payment_taken_late)],
         # The seller shipped it by hand: the buyer gets the carrier and tracking number.
         ItemShipped: [("mail", mail.on_item_shipped)],
         # A password reset was asked for an existing account: the token goes out by mail.

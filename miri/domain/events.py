@@ -162,6 +162,16 @@ class ItemReturned(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PaymentTakenLate(Event):
+    """A provider took money for an item already expired or canceled: payments gives it back
+    (its own consumer, so a crash between the webhook and the refund loses no refund)."""
+
+    order_item_id: int
+    order_id: int
+    user_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class PaymentRefunded(Event):
     """Money a payment had taken went back to the buyer (a cancel, a late payment, a return)."""
 

@@ -102,6 +102,15 @@ async def refunds(shop: Any) -> list[tuple]:
     )
 
 
+async def recorded(shop: Any, event_type: str) -> int:
+    """How many events of ``event_type`` the outbox holds."""
+    return await shop.db.read(
+        lambda c: c.execute("SELECT COUNT(*) FROM outbox WHERE type = ?", (event_type,)).fetchone()[
+            0
+        ]
+    )
+
+
 async def test_session_opened_then_reused(shop, client, sale):
     placed = await place(client, sale)
     detail = placed["items"][0]["orderDetailId"]
@@ -278,6 +287,13 @@ async def test_a_late_success_is_refunded(shop, client, sale):
     assert (got["orderStatus"], got["paymentStatus"]) == ("CANCELED", "REFUNDED")
     assert await stock(client, sale["goods"]) == 5
     assert await refunds(shop) == [(opened["paymentId"], 2 * PRICE)]
+    # Orders was never told of a payment for an item it no longer sells; the buyer is told of
+    # the refund once.
+    assert await recorded(shop, "PaymentCompleted") == 0
+    assert (await recorded(shop, "PaymentTakenLate"), await recorded(shop, "PaymentRefunded")) == (
+        1,
+        1,
+    )
 
 
 async def test_paying_for_an_item_canceled_meanwhile_is_refunded(shop, client, sale):
@@ -289,6 +305,7 @@ async def test_paying_for_an_item_canceled_meanwhile_is_refunded(shop, client, s
     assert await shop.bus.drain(timeout=20)
     assert (await item(client, sale["buyer"], detail))["paymentStatus"] == "REFUNDED"
     assert await refunds(shop) == []  # canceled before paying: nothing to give back yet
+    assert await recorded(shop, "PaymentRefunded") == 0  # and no refund mail for nothing
 
     # The buyer pays on the still-open checkout page anyway: the money goes straight back.
     assert (await send(client, signed(shop, event(opened["paymentId"])))).status == 200
@@ -297,6 +314,7 @@ async def test_paying_for_an_item_canceled_meanwhile_is_refunded(shop, client, s
     assert (got["orderStatus"], got["paymentStatus"]) == ("CANCELED", "REFUNDED")
     assert await refunds(shop) == [(opened["paymentId"], 2 * PRICE)]
     assert await stock(client, sale["goods"]) == 5
+    assert await recorded(shop, "PaymentRefunded") == 1
 
 
 async def test_refund_is_once_however_often_asked(shop, client, sale):
@@ -308,6 +326,7 @@ async def test_refund_is_once_however_often_asked(shop, client, sale):
     for _ in range(3):
         assert await shop.payments.refund(detail) == "REFUNDED"
     assert await refunds(shop) == [(opened["paymentId"], 2 * PRICE)]
+    assert await recorded(shop, "PaymentRefunded") == 1
     assert await shop.payments.refund(10_000) is None  # no such item: no payment
 
 

@@ -23,6 +23,7 @@ from miri.domain.events import (
     PaymentAborted,
     PaymentCompleted,
     PaymentRefunded,
+    PaymentTakenLate,
 )
 from miri.domain.payments import store
 from miri.domain.payments.gateway import PaymentRequest
@@ -146,6 +147,9 @@ class PaymentService:
 
         await self._db.write(settle)
         self._metrics.payments.labels("payment_aborted").inc()
+
+    async def on_payment_taken_late(self, event: PaymentTakenLate) -> None:
+        await self.refund(event.order_item_id)
 
     async def on_item_returned(self, event: ItemReturned) -> None:
         """A completed return: the goods came back, so does the money."""
@@ -310,8 +314,9 @@ class PaymentService:
         if notify:
             self._bus.notify()
         for e in notify:
-            label = "completed" if isinstance(e, PaymentCompleted) else "aborted"
-            self._metrics.payments.labels(label).inc()
+            if isinstance(e, (PaymentCompleted, PaymentAborted)):
+                label = "completed" if isinstance(e, PaymentCompleted) else "aborted"
+                self._metrics.payments.labels(label).inc()
         return done
 
     def _paid(
@@ -328,13 +333,15 @@ class PaymentService:
         for p in store.session_payments(conn, session.payment_id):
             if not store.mark_paid(conn, p.id, now):
                 continue  # recorded by an earlier event for this payment
+            who = {"order_item_id": p.order_item_id, "order_id": p.order_id, "user_id": p.user_id}
+            e: Event
             if p.status in store.OPEN:
                 store.move(conn, p.id, store.OPEN, store.COMPLETED, now)
-            # Also for an item that expired or was canceled meanwhile: orders finds it no longer
-            # pending and sends the late-payment cancel, which refunds it.
-            e = PaymentCompleted(
-                order_item_id=p.order_item_id, order_id=p.order_id, user_id=p.user_id
-            )
+                e = PaymentCompleted(**who)
+            else:
+                # The item expired or was canceled before the money came: it goes back (and
+                # orders is not told of a payment for an item it no longer sells).
+                e = PaymentTakenLate(**who)
             self._bus.record(conn, e)
             notify.append(e)
         return "paid"
