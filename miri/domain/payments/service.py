@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 HANDLED_PLACED = "payments:placed"
 HANDLED_CANCELED = "payments:canceled"
 HANDLED_WEBHOOK = "payments:webhook"  # the provider's event ids
+HANDLED_TAKEN_LATE = "payments:taken-late"
 PROVIDER_BREAKER = "payment-provider"
 
 
@@ -121,6 +122,10 @@ class PaymentService:
         if event.reason != "expired":
 
             def ensure(conn: sqlite3.Connection) -> None:
+                # The mark records the delivery; the refund runs on every delivery all the same
+                # (it is idempotent), so a crash between this commit and the provider's answer
+                # still ends in one refund when the bus delivers again.
+                self._bus.first_time(conn, HANDLED_CANCELED, event.event_id)
                 # Canceled before its OrderPlaced reached us: a payment that is settled already.
                 store.ensure(
                     conn, event.order_item_id, event.order_id, event.user_id, store.REFUNDED, now
@@ -149,7 +154,10 @@ class PaymentService:
         self._metrics.payments.labels("payment_aborted").inc()
 
     async def on_payment_taken_late(self, event: PaymentTakenLate) -> None:
-        await self.refund(event.order_item_id)
+        await self._db.write(
+            lambda conn: self._bus.first_time(conn, HANDLED_TAKEN_LATE, event.event_id)
+        )
+        await self.refund(event.order_item_id)  # idempotent: on every delivery, as above
 
     async def on_item_returned(self, event: ItemReturned) -> None:
         """A completed return: the goods came back, so does the money."""
