@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 
 from miri.bench import serving
 from miri.bench.engines import throwaway_redis
+from miri.domain.views import dashboard as views
 from miri.infra.processes import free_port
 from miri.shop import open_shop
 from tests.support.servers import ENV, start_server, stop_server, wait_drained
@@ -212,8 +213,13 @@ async def test_three_hosts_sell_as_one_shop_and_survive_a_sigkill(
             assert [h["engines"]["database"] for h in health] == ["postgresql"] * HOSTS
             leaders = [i for i, h in enumerate(health) if h["host"]["leader"]]
             assert leaders == [0], health  # the first host took the jobs lock
-            live = _rows(pg_url, "SELECT host_id FROM hosts WHERE stopped_at IS NULL")
-            assert {r["host_id"] for r in live} == {h["host"]["id"] for h in health}
+            # The dashboard's read, from a process that serves nothing: the whole shop.
+            shown = await _dashboard_hosts(tmp_path, pg_url, redis_url)
+            assert {h.host_id for h in shown} == {h["host"]["id"] for h in health}
+            assert [(h.state, h.leader) for h in shown] == [("alive", True)] + [
+                ("alive", False)
+            ] * (HOSTS - 1)
+            assert shown[0].host_id == health[0]["host"]["id"]
 
             sale, held = await _sell(bases, tokens, goods, victim, procs[victim], pg_url)
             assert procs[victim].returncode == -signal.SIGKILL
@@ -241,6 +247,12 @@ async def test_three_hosts_sell_as_one_shop_and_survive_a_sigkill(
         _check_orders(pg_url, sale, goods, stock_after)
         _check_deliveries(pg_url, held)
         _check_doctor(tmp_path / "host-1", env)
+
+
+async def _dashboard_hosts(root: Path, url: str, redis_url: str) -> list[views.ServingHost]:
+    settings = make_settings(root / "setup", database_url=url, redis_url=redis_url)
+    async with open_shop(settings) as shop:
+        return await views.shop_hosts(shop.db, time.time())
 
 
 async def _wait_runs(url: str, names: set[str], timeout: float = 20.0) -> list[dict[str, Any]]:
