@@ -271,7 +271,13 @@ async def open_shop(
         )
         order_views = OrderViews(db=db, zone=ZoneInfo(settings.timezone))
         mail = Notifications(
-            db=db, mailer=mailer, people=users, items=order_views, cipher=cipher, clock=clock
+            db=db,
+            bus=bus,
+            mailer=mailer,
+            people=users,
+            items=order_views,
+            cipher=cipher,
+            clock=clock,
         )
         for event_type, consumers in event_handlers(orders, payments, mail).items():
             for consumer, handler in consumers:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from miri.domain.errors import NotFound
 from miri.domain.events import (
@@ -23,6 +23,7 @@ from miri.domain.events import (
     PaymentRefunded,
 )
 from miri.domain.notifications import store
+from miri.infra.bus import Bus
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher
 from miri.infra.database import Database
@@ -71,6 +72,7 @@ class Notifications:
         self,
         *,
         db: Database,
+        bus: Bus,
         mailer: Mailer,
         people: People,
         items: Items,
@@ -79,6 +81,7 @@ class Notifications:
         reset_minutes: int = 30,
     ) -> None:
         self._db = db
+        self._bus = bus
         self._mailer = mailer
         self._people = people
         self._items = items
@@ -89,8 +92,10 @@ class Notifications:
     async def on_payment_completed(self, event: PaymentCompleted) -> None:
         async def letter() -> Letter:
             item = await self._items.get(None, event.order_item_id)
-            if item.order_status != "COMPLETED":
-                return None  # paid too late for an item already canceled: the refund mail tells
+            # Orders may not have marked it COMPLETED yet (both consumers get the event); only an
+            # item canceled before its payment landed is not confirmed: the refund mail tells.
+            if item.order_status == "CANCELED":
+                return None
             return (
                 f"Order confirmed: {item.goods_name}",
                 f"Your payment is complete and your order is confirmed.\n\n"
@@ -146,13 +151,21 @@ class Notifications:
         """Send ``letter`` to the user unless this event's mail went out already."""
         if await self._db.read(lambda c: store.sent(c, event.event_id, kind)):
             return
+        written: Letter = None
         try:
             to = (await self._people.profile(user_id)).email
         except NotFound:  # the account is gone: nobody to tell
-            return
-        written = await letter()
+            pass
+        else:
+            written = await letter()
         if written is not None:
             subject, body = written
             await self._mailer.send(to, subject, body, message_id=f"<{event.event_id}.{kind}@miri>")
         now = self._clock.timestamp()
-        await self._db.write(lambda c: store.mark_sent(c, event.event_id, kind, now))
+
+        def done(conn: Any) -> None:
+            store.mark_sent(conn, event.event_id, kind, now)
+            # The bus's own record that this consumer handled the event, as every consumer keeps.
+            self._bus.first_time(conn, f"mail:{kind}", event.event_id)
+
+        await self._db.write(done)
