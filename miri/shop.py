@@ -36,6 +36,7 @@ from miri.domain.events import (
 )
 from miri.domain.goods import setup as goods_setup
 from miri.domain.goods.service import GoodsService
+from miri.domain.goods.upkeep import OrphanSweep
 from miri.domain.goods.wishlist import WishlistService
 from miri.domain.notifications.service import Notifications
 from miri.domain.orders import setup as orders_setup
@@ -353,14 +354,17 @@ def _jobs_leadership(shop: Shop) -> Leadership:
     """The scheduled jobs run in one process per shop: whichever holds the jobs lease."""
 
     admissions = queue_setup.Admissions(shop.queue)  # the waiting rooms' one admission ticker
+    orphans = OrphanSweep(shop.goods.upkeep, shop.hosts)  # stock a dead host left reserved
 
     def start() -> None:
         shop.hosts.leader = True
         shop.jobs.start()
         admissions.start()
+        orphans.start()
 
     async def stop() -> None:
         shop.hosts.leader = False
+        await orphans.stop()
         await admissions.stop()
         await shop.jobs.stop()
 

@@ -129,16 +129,23 @@ class Hosts:
             and (h.hostname != here or pid_alive(h.pid, started_before=h.started_at))
         ]
 
-    async def gone(self, after: float = GONE) -> list[HostRow]:
-        """Hosts that stopped beating ``after`` seconds ago without saying they stopped."""
-        since = time.time() - after
+    async def gone(self, after: float | None = None) -> list[HostRow]:
+        """Hosts taken for dead that did not say they stopped: unseen for ``after`` seconds, or
+        of this machine with their process gone (known at once, however recent the beat)."""
+        since = time.time() - (GONE if after is None else after)
         rows = await self._db.read(
             lambda c: c.execute(
-                "SELECT * FROM hosts WHERE seen_at < ? AND stopped_at IS NULL ORDER BY host_id",
-                (since,),
+                "SELECT * FROM hosts WHERE stopped_at IS NULL AND host_id != ? ORDER BY host_id",
+                (self.host_id,),
             ).fetchall()
         )
-        return [_host(r) for r in rows]
+        here = socket.gethostname()
+        return [
+            h
+            for h in map(_host, rows)
+            if h.seen_at < since
+            or (h.hostname == here and not pid_alive(h.pid, started_before=h.started_at))
+        ]
 
     async def run(self) -> None:
         """Beat every ``BEAT`` seconds until cancelled; a failed beat is tried again next time."""

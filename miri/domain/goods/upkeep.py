@@ -28,12 +28,24 @@ log = logging.getLogger(__name__)
 LOCK_TTL = 60  # seconds: a rebuilder that died lets the next one in after this
 
 
+ORPHAN_SWEEP_EVERY = 15.0  # seconds between the leader's looks for hosts that died
+
+
+class GoneHost(Protocol):
+    @property
+    def host_id(self) -> str: ...
+
+
 class ServingHosts(Protocol):
     """The processes serving the shop, from their heartbeats (``miri.infra.hosts.Hosts``)."""
 
     async def others(self) -> Sequence[object]: ...
 
     async def beat(self) -> None: ...
+
+    async def gone(self) -> Sequence[GoneHost]: ...
+
+    async def mark_finished(self, host_id: str) -> None: ...
 
 
 class StockUpkeep:
@@ -137,3 +149,46 @@ class StockUpkeep:
     async def sync_stock(self) -> int:
         """Write live stock of changed goods back to ``goods.stock_synced``; how many were."""
         return await check.sync_stock(self._store, self._live, self._clock.timestamp())
+
+
+class OrphanSweep:
+    """On the leader: a host that died between reserving units in Redis and committing their
+    order left them reserved for no order. When the heartbeat table shows such a host gone
+    (unseen for ``hosts.GONE`` seconds, or of this machine with its process gone), live stock is
+    rebuilt under a new epoch, which gives those units back, and the host is marked finished.
+    """
+
+    def __init__(self, upkeep: StockUpkeep, hosts: ServingHosts, every: float | None = None):
+        self._upkeep = upkeep
+        self._hosts = hosts
+        self._every = ORPHAN_SWEEP_EVERY if every is None else every
+        self._task: asyncio.Task | None = None
+
+    async def sweep(self) -> int:
+        """One look; how many gone hosts were dealt with."""
+        gone = list(await self._hosts.gone())
+        if not gone:
+            return 0
+        names = ", ".join(h.host_id for h in gone)
+        await self._upkeep.rebuild(f"hosts gone: {names}")
+        for host in gone:
+            await self._hosts.mark_finished(host.host_id)
+        return len(gone)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - the database or Redis away: look again next time
+                log.exception("looking for hosts that died failed")
+            await asyncio.sleep(self._every)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="miri-orphans")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
