@@ -23,10 +23,9 @@ def insert_order(
     conn: sqlite3.Connection, user_id: int, total_price: int, address_enc: bytes, now: float
 ) -> int:
     return conn.execute(
-        "INSERT INTO orders (user_id, total_price, address_enc, created_at) VALUES (?, ?, ?, ?)"
-        " RETURNING id",
+        "INSERT INTO orders (user_id, total_price, address_enc, created_at) VALUES (?, ?, ?, ?)",
         (user_id, total_price, address_enc, now),
-    ).fetchone()[0]
+    ).lastrowid
 
 
 def insert_item(
@@ -42,9 +41,9 @@ def insert_item(
     item_id = conn.execute(
         "INSERT INTO order_items (order_id, user_id, goods_id, quantity, unit_price,"
         " status, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, 'PAYMENT_PENDING', ?, ?) RETURNING id",
+        " VALUES (?, ?, ?, ?, ?, 'PAYMENT_PENDING', ?, ?)",
         (order_id, user_id, goods_id, quantity, unit_price, now, now),
-    ).fetchone()[0]
+    ).lastrowid
     conn.execute(
         "INSERT INTO shipping (order_item_id, status, status_at) VALUES (?, 'PENDING', ?)",
         (item_id, now),

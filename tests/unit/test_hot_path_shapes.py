@@ -1,0 +1,65 @@
+"""What the hot path builds by hand must stay what the slower, declared way builds (issue 13):
+the 201 answer of an order, the mail headers, the collector settings of a serving process."""
+
+from __future__ import annotations
+
+import gc
+from email.message import EmailMessage
+
+import orjson
+import pytest
+
+from miri.domain.orders.model import OrderLine, PlacedOrder
+from miri.infra.mail import _message
+from miri.server.models import OrderOut, order_out
+from miri.server.runner import GC_THRESHOLDS, settle_heap
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        PlacedOrder(7, [OrderLine(11, 3, 2, 1500)], 3000),
+        PlacedOrder(8, [OrderLine(12, 3, 1, 10, "PAYMENT_COMPLETED"), OrderLine(13, 4, 5, 0)], 10),
+        PlacedOrder(9, [], 0),
+    ],
+)
+def test_order_answer_is_the_declared_model_byte_for_byte(order: PlacedOrder) -> None:
+    declared = OrderOut.of(order).model_dump()
+    assert order_out(order) == declared
+    assert orjson.dumps(order_out(order)) == orjson.dumps(declared)  # key order too
+
+
+def _standard(sender: str, to: str, subject: str, body: str, message_id: str | None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    if message_id:
+        msg["Message-ID"] = message_id
+    msg.set_content(body)
+    return bytes(msg)
+
+
+def test_mail_with_kept_headers_is_the_standard_mail_byte_for_byte() -> None:
+    cases = [
+        ("shop@example.com", f"kim{n}@example.com", subject, f"Hello {n}\nthere é\n", mid)
+        for n in range(30)
+        for subject, mid in (
+            ("Order confirmed", f"<{n}@miri>"),
+            ("배송 시작: a long subject line " * 4, None),
+        )
+    ]
+    for _ in range(2):  # the second pass reads the kept headers
+        for case in cases:
+            assert bytes(_message(*case)) == _standard(*case)
+
+
+def test_a_serving_process_freezes_its_startup_heap() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
