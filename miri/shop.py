@@ -273,7 +273,6 @@ async def open_shop(
         order_views = OrderViews(db=db, zone=ZoneInfo(settings.timezone))
         mail = Notifications(
             db=db,
-            bus=bus,
             mailer=mailer,
             people=users,
             items=order_views,

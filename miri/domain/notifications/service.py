@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from miri.domain.errors import NotFound
 from miri.domain.events import (
@@ -23,7 +23,6 @@ from miri.domain.events import (
     PaymentRefunded,
 )
 from miri.domain.notifications import store
-from miri.infra.bus import Bus
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher
 from miri.infra.database import Database
@@ -72,7 +71,6 @@ class Notifications:
         self,
         *,
         db: Database,
-        bus: Bus,
         mailer: Mailer,
         people: People,
         items: Items,
@@ -81,7 +79,6 @@ class Notifications:
         reset_minutes: int = 30,
     ) -> None:
         self._db = db
-        self._bus = bus
         self._mailer = mailer
         self._people = people
         self._items = items
@@ -163,9 +160,5 @@ class Notifications:
             await self._mailer.send(to, subject, body, message_id=f"<{event.event_id}.{kind}@miri>")
         now = self._clock.timestamp()
 
-        def done(conn: Any) -> None:
-            store.mark_sent(conn, event.event_id, kind, now)
-            # The bus's own record that this consumer handled the event, as every consumer keeps.
-            self._bus.first_time(conn, f"mail:{kind}", event.event_id)
-
-        await self._db.write(done)
+        # mail_log is this consumer's mark of a handled event (the others keep handled_events).
+        await self._db.write(lambda c: store.mark_sent(c, event.event_id, kind, now))
