@@ -120,6 +120,7 @@ class GoodsPages:
         self._details: dict[int, _Detail] = {}
         self._listings: dict[tuple[Any, ...], _Listing] = {}
         self.loads = 0  # reloads from the database (for tests)
+        self._reloads: dict[tuple[Any, ...], asyncio.Future] = {}
         self.primary = FreshFigures(goods.live.primary)  # live stock: the primary's figure
         self.reader = FreshFigures(goods.live.reader)  # pages: a replica's, when there is one
 
@@ -153,14 +154,36 @@ class GoodsPages:
             or cached.catalogue != catalogue
             or time.monotonic() - cached.at > self._ttl
         ):
-            data, goods = await load()
-            if len(self._details) >= MAX_PAGES:
-                self._details.clear()
-            self.loads += 1
-            cached = _Detail(data, goods, ver, catalogue, time.monotonic())
-            self._details[goods_id] = cached
+            # Keyed by the versions seen: a request that saw newer ones never joins an older reload.
+            cached = await self._once(
+                ("detail", goods_id, ver, catalogue),
+                lambda: self._load_detail(goods_id, load, ver, catalogue),
+            )
         sale_open = cached.goods.sale_open(self._clock.now())
         return {**cached.data, "stockQuantity": int(stock), "saleOpen": sale_open}
+
+    async def _load_detail(
+        self,
+        goods_id: int,
+        load: Callable[[], Awaitable[tuple[dict[str, Any], Goods]]],
+        ver: str | None,
+        catalogue: str | None,
+    ) -> _Detail:
+        data, goods = await load()
+        if len(self._details) >= MAX_PAGES:
+            self._details.clear()
+        self.loads += 1
+        cached = self._details[goods_id] = _Detail(data, goods, ver, catalogue, time.monotonic())
+        return cached
+
+    async def _once(self, key: tuple[Any, ...], make: Callable[[], Awaitable[Any]]) -> Any:
+        """One reload per page at a time: the requests that find it stale together share it
+        (a client that leaves does not cancel it for the others)."""
+        task = self._reloads.get(key)
+        if task is None:
+            task = self._reloads[key] = asyncio.ensure_future(make())
+            task.add_done_callback(lambda _t: self._reloads.pop(key, None))
+        return await asyncio.shield(task)
 
     # -- listing pages ----------------------------------------------------------------------
     async def listing(
@@ -190,6 +213,14 @@ class GoodsPages:
                     for row, n in zip(cached.rows, stocks, strict=True)
                 ]
                 return rows, cached.total
+        return await self._once(("listing", *key), lambda: self._load_listing(key, shape))
+
+    async def _load_listing(
+        self,
+        key: tuple[Any, ...],
+        shape: Callable[[list[tuple[Goods, int]]], list[dict[str, Any]]],
+    ) -> tuple[list[dict[str, Any]], int]:
+        page, size, category, q = key
         # The catalogue version before the rows: rows newer than it only cost a reload later.
         catalogue, _ = await self.reader.get([])
         listed, total = await self._goods.listing(page, size, category=category, q=q)
