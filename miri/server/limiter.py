@@ -41,8 +41,11 @@ ORDERS, READS, ADMIN, OTHER, STREAMS = 0, 1, 2, 3, 4
 CLASSES = ("orders", "reads", "admin", "other", "streams")
 
 ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
-SHED_BUDGET = 1000  # refusals per second a worker aims at (~10% of a core at ~80 us each)
-MAX_RETRY = 10  # seconds: the longest Retry-After the pacing gives
+# Refusals per second a worker aims at: half its admitted requests (a refusal costs about what
+# aiohttp spends on any request, a fifth of an order or less: ~10% of the worker), at least 100.
+SHED_SHARE = 0.5
+SHED_MIN = 100
+MAX_RETRY = 30  # seconds: the longest Retry-After the pacing gives
 WINDOW_SECONDS = 0.05  # a window closes after this long...
 WINDOW_SAMPLES = 20  # ...and at least this many samples
 TOLERANCE = 1.5  # short-term latency may be this much above the long-term before the bound shrinks
@@ -143,6 +146,8 @@ class InFlightBound:
         "_min_retry",
         "_paced_at",
         "_paced_shed",
+        "_paced_admitted",
+        "admitted",
     )
 
     def __init__(self, config: BoundSettings) -> None:
@@ -153,6 +158,8 @@ class InFlightBound:
         self._min_retry = config.retry_after
         self._paced_at = 0.0
         self._paced_shed = 0
+        self._paced_admitted = 0
+        self.admitted = 0  # requests let in, ever (for the pacing of Retry-After)
         self.latency = config.latency
         self.in_flight = 0
         self.in_flight_by = [0] * len(CLASSES)
@@ -217,21 +224,24 @@ class InFlightBound:
         self.admin_limit = self.limit * ADMIN_FACTOR
 
     def pace(self, now: float) -> int:
-        """Once a second: the Retry-After that keeps refusals near ``SHED_BUDGET`` per second.
+        """Once a second: the Retry-After that keeps refusals near half the admitted requests.
 
-        A refusal is cheap but not free (aiohttp parses the request and writes the answer: tens
-        of microseconds), and clients that wait as told come back at about (clients refused) /
-        Retry-After per second. The clients refused are estimated as the last second's refusals
-        times the Retry-After they were given; the hint grows with them (up to ``MAX_RETRY``),
-        so thousands of refused clients cost the worker a bounded share of its time.
+        A refusal is cheap but not free (aiohttp parses the request and writes the answer; with
+        thousands of connections that costs as much as a bare endpoint's answer), and clients that
+        wait as told come back at about (clients refused) / Retry-After per second. The clients
+        refused are estimated as the last second's refusals times the hint they were given; the
+        hint grows with them (up to ``MAX_RETRY``), so however many are refused, refusing them
+        costs the worker a bounded share of its time, whatever that time is on this machine.
         """
         shed = sum(self.shed_by)
+        admitted = self.admitted
         if self._paced_at:
-            rate = (shed - self._paced_shed) / max(now - self._paced_at, 1e-3)
-            waiting = rate * int(self.retry_after)
-            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(waiting / SHED_BUDGET)))
+            seconds = max(now - self._paced_at, 1e-3)
+            refused = (shed - self._paced_shed) / seconds * int(self.retry_after)
+            budget = max(SHED_MIN, SHED_SHARE * (admitted - self._paced_admitted) / seconds)
+            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(refused / budget)))
             self.retry_after = str(wanted)
-        self._paced_at, self._paced_shed = now, shed
+        self._paced_at, self._paced_shed, self._paced_admitted = now, shed, admitted
         return int(self.retry_after)
 
     def refusal(self, request: web.Request) -> web.Response:
@@ -290,6 +300,7 @@ def middleware(bound: InFlightBound) -> Callable[..., Awaitable[web.StreamRespon
             return bound.refusal(request)
         n += 1
         bound.in_flight = n
+        bound.admitted += 1
         in_flight_by[kind] += 1
         if n > bound._peak:
             bound._peak = n

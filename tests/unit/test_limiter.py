@@ -119,12 +119,14 @@ def test_fixed_bound_reports_itself(tmp_path: Path) -> None:
 
 def test_retry_after_grows_with_the_clients_refused_and_comes_back(tmp_path: Path) -> None:
     bound = _bound(tmp_path, max_in_flight="8")
-    assert bound.pace(100.0) == 1  # the first look only marks the count
-    bound.shed_by[limiter.ORDERS] += 4500  # 4,500 refusals in a second, told to wait 1 s
-    assert bound.pace(101.0) == 5  # ~4,500 clients waiting: 1,000 a second if each waits 5 s
-    bound.shed_by[limiter.READS] += 900  # they waited: 900 refusals in the next second
+    assert bound.pace(100.0) == 1  # the first look only marks the counts
+    bound.admitted += 1000  # 1,000 let in a second: refusals aimed at 500 a second
+    bound.shed_by[limiter.ORDERS] += 2400  # 2,400 refused in that second, told to wait 1 s
+    assert bound.pace(101.0) == 5  # ~2,400 clients waiting: 480 a second if each waits 5 s
+    bound.admitted += 1000
+    bound.shed_by[limiter.READS] += 480  # they waited: 480 refusals in the next second
     assert bound.pace(102.0) == 5
-    bound.shed_by[limiter.ORDERS] += 90_000
+    bound.shed_by[limiter.ORDERS] += 90_000  # and nobody let in: at least 100 a second
     assert bound.pace(103.0) == limiter.MAX_RETRY
     assert bound.pace(104.0) == 1  # nobody refused any more: back to the configured figure
     refusal = bound.refusal(_mocked("POST", "/api/auth/orders"))
