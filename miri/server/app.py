@@ -52,7 +52,8 @@ def create_app(shop: Shop) -> web.Application:
     app[SHOP] = shop
     app[limiter.BOUND] = bound
     if bound:
-        app.cleanup_ctx.append(limiter.publisher(bound, shop.metrics))
+        app[limiter.PUBLISHED] = published = [0] * len(limiter.CLASSES)
+        app.cleanup_ctx.append(limiter.publisher(bound, shop.metrics, published))
     app[METRICS] = shop.metrics
     app[PROXIES] = parse_networks(shop.settings.trusted_proxies)
     tables = route_tables()

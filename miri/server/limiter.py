@@ -335,12 +335,11 @@ def publish(bound: InFlightBound, metrics: Any, published: list[int]) -> None:
 
 
 def publisher(
-    bound: InFlightBound, metrics: Any
+    bound: InFlightBound, metrics: Any, published: list[int]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context that keeps the metrics up to date while the app runs."""
+    """A cleanup context that paces Retry-After and keeps the metrics up to date while the app
+    runs (``published``: the sheds already counted in the metrics, as the app holds them)."""
     import asyncio
-
-    published = [0] * len(CLASSES)
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
@@ -350,7 +349,6 @@ def publisher(
                 await asyncio.sleep(PUBLISH_EVERY)
 
         task = asyncio.create_task(loop())
-        app[PUBLISHED] = published
         yield
         task.cancel()
         publish(bound, metrics, published)
