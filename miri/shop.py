@@ -357,6 +357,7 @@ def _jobs_leadership(shop: Shop) -> Leadership:
 
     def start() -> None:
         shop.hosts.leader = True
+        shop.hosts.beat_soon()
         shop.jobs.start()
         admissions.start()
         orphans.start()

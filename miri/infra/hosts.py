@@ -76,6 +76,7 @@ class Hosts:
         self.host_id = host_id or new_host_id()
         self.url: str | None = None
         self.leader = False
+        self._soon: set[asyncio.Task] = set()
 
     async def beat(self) -> None:
         now = time.time()
@@ -97,6 +98,18 @@ class Hosts:
                 args,
             )
         )
+
+    def beat_soon(self) -> None:
+        """Beat now, not at the next tick: the leader flag changed and readers should see it."""
+        task = asyncio.get_running_loop().create_task(self._beat_quietly())
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
+
+    async def _beat_quietly(self) -> None:
+        try:
+            await self.beat()
+        except Exception as exc:  # noqa: BLE001 - the regular beat writes it soon enough
+            log.warning("heartbeat not written: %s", exc)
 
     async def stopped(self) -> None:
         now = time.time()
