@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -249,19 +248,13 @@ class PgDatabase(GroupCommitDatabase):
         self.path = None  # no file: the dashboard shows the server instead
         self.schema_version = migrate(url) if migrate_schema else schema_version(url)
         self._writer_conn = PgConnection(url)
-        self._local = threading.local()
-        self._reader_conns: list[PgConnection] = []
-        self._conns_lock = threading.Lock()
         self._start(readers, "miri-pg")
 
     def describe(self) -> str:
         return redact(self.url)
 
     # -- the engine's part --------------------------------------------------------------------
-    def _close_connections(self) -> None:
-        with self._conns_lock:
-            for conn in self._reader_conns:
-                conn.close()
+    def _close_writer(self) -> None:
         self._writer_conn.close()
 
     def _run_read(self, fn: Callable[[Any], T]) -> T:

@@ -9,7 +9,6 @@ import fcntl
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,19 +83,13 @@ class Database(GroupCommitDatabase):
         # Writers in other processes (serve --workers, the CLI) queue on this lock in the
         # kernel instead of in SQLite's busy handler, which sleeps in steps of milliseconds.
         self._lock_fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
         self._start(readers, "miri-sqlite")
 
     def describe(self) -> str:
         return str(self.path)
 
     # -- the engine's part --------------------------------------------------------------------
-    def _close_connections(self) -> None:
-        with self._conns_lock:
-            for conn in self._reader_conns:
-                conn.close()
+    def _close_writer(self) -> None:
         self._writer_conn.close()
         os.close(self._lock_fd)
 

@@ -81,13 +81,16 @@ class GroupCommitDatabase:
     """``write`` runs jobs batched in one writer thread, ``read`` in a small reader pool.
 
     An engine subclasses it with ``_run_batch`` (one transaction for the batch, answering every
-    job), ``_run_read``, ``_after_failed_batch`` and ``_close_connections``, and calls
-    ``_start`` last in its ``__init__``.
+    job), ``_run_read`` (on a per-thread connection it adds to ``_reader_conns``),
+    ``_after_failed_batch`` and ``_close_writer``, and calls ``_start`` last in its ``__init__``.
     """
 
     engine = ""
 
     def _start(self, readers: int, name: str) -> None:
+        self._local = threading.local()  # each reader thread's own connection
+        self._reader_conns: list[Any] = []
+        self._conns_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._handed = 0  # foreground jobs put on the queue (by any thread's event loop) ...
         self._handed_lock = threading.Lock()
@@ -136,7 +139,10 @@ class GroupCommitDatabase:
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
         self._readers.shutdown(wait=True)
-        self._close_connections()
+        with self._conns_lock:
+            for conn in self._reader_conns:
+                conn.close()
+        self._close_writer()
 
     # -- the engine's part --------------------------------------------------------------------
     def _run_batch(self, batch: list[Pending]) -> None:
@@ -148,7 +154,7 @@ class GroupCommitDatabase:
     def _after_failed_batch(self) -> None:
         """Leave the writer's connection ready for the next batch."""
 
-    def _close_connections(self) -> None:
+    def _close_writer(self) -> None:
         raise NotImplementedError
 
     # -- the writer thread --------------------------------------------------------------------
