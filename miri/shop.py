@@ -317,8 +317,6 @@ async def open_shop(
             leadership = _jobs_leadership(shop)
             await leadership.begin()
             stack.push_async_callback(leadership.end)
-            with contextlib.suppress(Exception):  # the heartbeat writes it again within 5 s
-                await shop.hosts.beat()  # the table shows who leads now, not at the next beat
             if redis.embedded is not None:
                 watch = asyncio.create_task(_watch_embedded_redis(shop))
                 stack.push_async_callback(_cancel, watch)
