@@ -474,16 +474,21 @@ class QueueService:
         ):
             self._metrics.queue_tickets.labels(str(figures.goods_id), state).set(by_state[field])
 
-    async def run_admissions(self, every: float = TICK) -> None:
-        """Admit buyers a few times a second, for as long as this process leads."""
-        while True:
+    async def run_admissions(self, stop: asyncio.Event, every: float = TICK) -> None:
+        """Admit buyers a few times a second until ``stop`` is set (this process stops leading).
+
+        A stop flag rather than cancelling alone: a cancellation that lands inside a Redis call
+        can be absorbed by the client library, and the loop would then run on for ever.
+        """
+        while not stop.is_set():
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - Redis away for a moment: try at the next run
                 log.exception("waiting-room admission run failed")
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     def _seed(self) -> int:
         return self._rng.randrange(1, 2**31 - 1)

@@ -41,17 +41,28 @@ async def check_before_serving(queue: QueueService) -> None:
 class Admissions:
     """The admission runs, started where the scheduled jobs run (one process per shop)."""
 
+    STOP_WITHIN = 5.0  # seconds a stopping run may take to finish before it is cancelled
+
     def __init__(self, queue: QueueService) -> None:
         self._queue = queue
         self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._queue.run_admissions(), name="miri-admissions")
+            self._stop = asyncio.Event()
+            self._task = asyncio.create_task(
+                self._queue.run_admissions(self._stop), name="miri-admissions"
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.STOP_WITHIN)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
