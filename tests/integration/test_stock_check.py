@@ -137,7 +137,8 @@ async def test_start_repairs_stale_figures_unless_another_server_is_serving(sett
         # The check above made this process beat as serving too; now nobody serves.
         await other.stopped()
         await shop.hosts.stopped()
-    async with open_shop(settings, clock=clock, background=True) as shop:
+    async with open_shop(settings, clock=clock) as shop:
+        await shop.goods.startup_check()  # what a server runs before its first order
         assert await shop.goods.live_stock(goods.goods_id) == 10
 
 
