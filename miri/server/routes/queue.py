@@ -66,6 +66,7 @@ def queue_passes(request: web.Request) -> list[str]:
     summary="Join the goods' waiting room (one ticket per account)",
     response=TicketOut,
     status=201,
+    also=(200,),  # joining again answers the ticket already held
     errors=("INVALID_STATE",),
 )
 async def join(request: web.Request) -> web.Response:
