@@ -42,7 +42,7 @@ CHECKS = "all"
 # Operations that refuse some schema-valid bodies with 400 because of state no schema can
 # describe: a sign-up or reset token that was never mailed, a wrong current password, a restock
 # or a wishlist addition that would take a running total past its cap, a webhook no provider
-# signed. For these alone, 400 is an expected answer to valid data; every other check still
+# signed, a wishlist order naming entries the buyer does not hold. For these alone, 400 is an expected answer to valid data; every other check still
 # applies.
 CONFIG = """
 [[operations]]
@@ -54,6 +54,7 @@ include-name = [
   "POST /api/auth/wishlist",
   "PATCH /api/auth/wishlist/{wishListId}",
   "POST /api/payments/webhook",
+  "POST /api/auth/orders/from-wishlist",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 """
