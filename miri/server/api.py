@@ -215,8 +215,13 @@ REQUEST_HEADERS: dict[str, dict[str, Any]] = {
     "Idempotency-Key": {
         "description": "Makes a retried order safe: the same key with the same body within 24 h"
         " answers the first order again instead of placing another; the same key with another"
-        " body is 409 IDEMPOTENCY_CONFLICT. 1-64 printable characters.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+        " body is 409 IDEMPOTENCY_CONFLICT. 1-64 printable ASCII characters.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": "^[!-~]([ -~]{0,62}[!-~])?$",
+        },
     },
     "X-Queue-Pass": {
         "description": "The pass of the caller's own waiting-room ticket, for goods behind a"
