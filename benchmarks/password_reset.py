@@ -46,7 +46,9 @@ async def _bare() -> web.Application:
 
 def _summary(ms: list[float]) -> str:
     q = statistics.quantiles(ms, n=10)
-    return f"p50 {statistics.median(ms):.2f} ms  p90 {q[8]:.2f} ms  mean {statistics.fmean(ms):.2f} ms"
+    return (
+        f"p50 {statistics.median(ms):.2f} ms  p90 {q[8]:.2f} ms  mean {statistics.fmean(ms):.2f} ms"
+    )
 
 
 async def main(requests: int) -> None:

@@ -73,7 +73,9 @@ def idempotency(request: web.Request, body: BaseModel) -> Idempotency | None:
     if key is None:
         return None
     if IDEMPOTENCY_KEY.fullmatch(key) is None:
-        raise ValidationFailed(data={"Idempotency-Key": "must be 1 to 64 printable ASCII characters"})
+        raise ValidationFailed(
+            data={"Idempotency-Key": "must be 1 to 64 printable ASCII characters"}
+        )
     digest = hashlib.sha256(
         request.path.encode() + b"\n" + orjson.dumps(body.model_dump(), option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
