@@ -4,13 +4,14 @@ the 201 answer of an order, the mail headers, the collector settings of a servin
 from __future__ import annotations
 
 import gc
+import random
 from email.message import EmailMessage
 
 import orjson
 import pytest
 
 from miri.domain.orders.model import OrderLine, PlacedOrder
-from miri.infra.mail import _message
+from miri.infra.mail import _message, compose
 from miri.server.models import OrderOut, order_out
 from miri.server.runner import GC_THRESHOLDS, settle_heap
 
@@ -52,6 +53,56 @@ def test_mail_with_kept_headers_is_the_standard_mail_byte_for_byte() -> None:
     for _ in range(2):  # the second pass reads the kept headers
         for case in cases:
             assert bytes(_message(*case)) == _standard(*case)
+
+
+def _mail_cases() -> list[tuple[str, str, str, str, str | None]]:
+    """Senders, addresses, subjects and bodies of every shape the shop writes, and some it does
+    not: non-ASCII, long lines, display names, odd Message-IDs, empty bodies."""
+    rng = random.Random(20261201)
+    alphabet = "abcXYZ019 .,:;-_!?é한정판운동화🙂\t"
+    senders = ["Miri <no-reply@miri.local>", "shop@example.com", "미리 상점 <shop@example.com>"]
+    addresses = [
+        "kim@example.com",
+        "o'neil+tag@sub.example.co.kr",
+        "Kim Lee <kim@example.com>",
+        "x" * 70 + "@example.com",
+    ]
+    subjects = [
+        "Order confirmed: Bench goods",
+        "주문 확인: 한정판 운동화",
+        "Shipped: " + "a" * 90,
+        "Refunded:  two  spaces",
+        "",
+    ]
+    bodies = [
+        "Your payment is complete.\n\n  Goods:  x 1\n",
+        "결제가 완료되었습니다.\n\n  상품: 한정판 운동화 x 1\n",
+        "no newline at the end",
+        "",
+        "a line far too long for any folding " * 5 + "\n",
+        "긴 줄 " * 30 + "\n",
+        "windows\r\nline\r\nends\r\n",
+        ".leading dot\nFrom the start\n",
+    ]
+    bodies += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 160))) for _ in range(40)]
+    ids = [None, "<0192f3a4-b5c6.order-confirmed@miri>", "<weird id@miri>", "<a@b>"]
+    return [
+        (rng.choice(senders), rng.choice(addresses), rng.choice(subjects), body, rng.choice(ids))
+        for body in bodies
+        for _ in range(4)
+    ]
+
+
+def test_composed_mail_is_the_standard_mail_character_for_character() -> None:
+    cases = _mail_cases()
+    for _ in range(2):  # the second pass reads the kept headers
+        for case in cases:
+            assert compose(*case) == _message(*case).as_string(), case
+
+
+def test_composed_mail_refuses_a_header_with_a_line_break() -> None:
+    with pytest.raises(ValueError):
+        compose("shop@example.com", "kim@example.com", "two\nlines", "body\n")
 
 
 def test_a_serving_process_freezes_its_startup_heap() -> None:
