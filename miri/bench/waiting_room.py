@@ -11,10 +11,16 @@ run:
   until each gets a 201 or a ``SOLD_OUT``, as buyers do today (``SALE_NOT_OPEN``: again).
 
 Figures: units sold and oversold (SQLite and live stock against the goods' total), the order
-path's latency (p50, p99, and the worst p99 of any second of the sale: flat means the room
+path's latency (p50, p99, and the p99 of every second of the sale: flat means the room
 protected it), buyers served from the pre-queue vs late, the rank correlation between arrival and
 admission (the place in line is the admission order) for the pre-queue (~0: shuffled) and for
 later buyers (~1: FIFO), and the time from the sell-out to the last waiting buyer being told.
+
+Order latency is given twice: as the server timed each request (its access log: from taking the
+request up to the answer written) and as the bench client did. The client's figure also carries
+its own event loop's delays (2,000 buyers and their streams in one Python process), so the run
+also measures that loop's lag and how long the server's and the client's main threads waited
+for a CPU (``/proc/PID/schedstat``): a slow second shows whose it was.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -42,6 +49,7 @@ from miri.config import load_settings
 from miri.domain.queue import RoomSettings
 from miri.domain.views import bench as bench_views
 from miri.infra.processes import free_port
+from miri.server.runner import settle_heap
 from miri.shop import Shop, open_shop
 
 PRICE = 1000
@@ -93,32 +101,161 @@ class Orders:
     def add(self, sent: float, seconds: float, status: int) -> None:
         self.calls.append((sent, seconds, status))
 
-    def figures(self) -> dict[str, Any]:
-        times = sorted(s for _, s, _ in self.calls)
-        if not times:
+    def figures(self, opens: float) -> dict[str, Any]:
+        """As the bench client timed them: from sending to the whole answer read, which includes
+        any time the answer waited for the client's own event loop (see ``LoopLag``)."""
+        if not self.calls:
             return {"requests": 0}
-        per_second: dict[int, list[float]] = {}
-        for sent, seconds, _ in self.calls:
-            per_second.setdefault(int(sent), []).append(seconds)
-        busy = [sorted(v) for v in per_second.values() if len(v) >= 20]
         statuses: dict[str, int] = {}
         for _, _, status in self.calls:
             statuses[str(status)] = statuses.get(str(status), 0) + 1
-        return {
-            "requests": len(times),
-            "byStatus": statuses,
-            "p50Ms": round(_pct(times, 0.50) * 1000, 2),
-            "p99Ms": round(_pct(times, 0.99) * 1000, 2),
-            "maxMs": round(times[-1] * 1000, 2),
-            "worstSecondP99Ms": round(max(_pct(v, 0.99) for v in busy) * 1000, 2) if busy else None,
-            "seconds": round(
-                max(s for s, _, _ in self.calls) - min(s for s, _, _ in self.calls), 2
-            ),
-        }
+        figures = latency_figures([(sent, seconds) for sent, seconds, _ in self.calls], opens)
+        return {"requests": figures.pop("count"), "byStatus": statuses} | figures
 
 
 def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def latency_figures(calls: list[tuple[float, float]], opens: float) -> dict[str, Any]:
+    """p50/p99/max of (at, seconds) pairs, and the p99 of every second from the opening (the
+    seconds with at least 20 calls: fewer make a p99 of one or two samples)."""
+    times = sorted(s for _, s in calls)
+    if not times:
+        return {"count": 0}
+    per_second: dict[int, list[float]] = {}
+    for at, seconds in calls:
+        per_second.setdefault(int(at - opens) if at >= opens else -1, []).append(seconds)
+    series = [
+        {"second": k, "n": len(v), "p99Ms": round(_pct(sorted(v), 0.99) * 1000, 1)}
+        for k, v in sorted(per_second.items())
+    ]
+    busy = [row["p99Ms"] for row in series if row["n"] >= 20]
+    return {
+        "count": len(times),
+        "p50Ms": round(_pct(times, 0.50) * 1000, 1),
+        "p99Ms": round(_pct(times, 0.99) * 1000, 1),
+        "maxMs": round(times[-1] * 1000, 1),
+        "worstSecondP99Ms": max(busy) if busy else None,
+        "perSecond": series,
+    }
+
+
+class LoopLag:
+    """How late this process's event loop wakes a task that asked to sleep ``every`` seconds:
+    time a request spends waiting for the bench's own loop (not the server) shows here."""
+
+    def __init__(self, every: float = 0.01) -> None:
+        self.every = every
+        self.samples: list[tuple[float, float]] = []  # (epoch seconds, lag seconds)
+
+    async def run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(self.every)
+            self.samples.append((time.time(), time.perf_counter() - asked - self.every))
+
+    def between(self, start: float, end: float, opens: float) -> dict[str, Any]:
+        picked = [(at, lag) for at, lag in self.samples if start <= at <= end]
+        out = latency_figures(picked, opens)
+        out.pop("perSecond", None)
+        out["worstSecondMaxMs"] = _worst_second_max(picked, opens)
+        if picked:
+            at, _ = max(picked, key=lambda sample: sample[1])
+            out["worstAtSecond"] = round(at - opens, 2)
+        return out
+
+
+def _worst_second_max(calls: list[tuple[float, float]], opens: float) -> float | None:
+    worst: dict[int, float] = {}
+    for at, seconds in calls:
+        key = int(at - opens)
+        worst[key] = max(worst.get(key, 0.0), seconds)
+    return round(max(worst.values()) * 1000, 1) if worst else None
+
+
+def _schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread (the server's event loop) ran on a CPU, and waited
+    runnable for one (Linux ``/proc/PID/schedstat``); zeros where there is none."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+class CpuWaits:
+    """The server's and its Redis's CPU time and run-queue wait, sampled every ``every`` s: a
+    request that is slow because the machine gave the server no CPU (other processes, the bench
+    client itself) shows as wait here, not as the shop's own work."""
+
+    def __init__(self, pids: dict[str, int], every: float = 0.1) -> None:
+        self.pids = pids
+        self.every = every
+        self.samples: list[tuple[float, dict[str, tuple[float, float]]]] = []
+
+    def sample(self) -> None:
+        self.samples.append((time.time(), {k: _schedstat(p) for k, p in self.pids.items()}))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.every)
+
+    def between(self, start: float, end: float, opens: float) -> dict[str, Any]:
+        """Per process: CPU and wait over the window, and the wait of its worst second."""
+        picked = [(at, v) for at, v in self.samples if start <= at <= end]
+        if len(picked) < 2:
+            return {}
+        out: dict[str, Any] = {}
+        for name in self.pids:
+            per_second: dict[int, float] = {}
+            for (_, a), (at, b) in zip(picked, picked[1:], strict=False):
+                key = int(at - opens) if at >= opens else -1
+                per_second[key] = per_second.get(key, 0.0) + b[name][1] - a[name][1]
+            first, last = picked[0][1][name], picked[-1][1][name]
+            out[name] = {
+                "cpuSeconds": round(last[0] - first[0], 2),
+                "waitSeconds": round(last[1] - first[1], 2),
+                "worstSecondWaitMs": round(max(per_second.values()) * 1000, 1),
+                "waitMsPerSecond": {k: round(v * 1000, 1) for k, v in sorted(per_second.items())},
+            }
+        return out
+
+
+def _redis_of(data_dir: Path) -> int | None:
+    """The embedded Redis serving ``data_dir`` (it runs apart from the server's process tree)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "redis-server" in cmd and str(data_dir) in cmd:
+                return proc.pid
+    return None
+
+
+# A line of the server's access log (miri serve's logging format; the time is when it answered).
+ACCESS_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO miri\.access: \S+ "
+    r'"POST /api/auth/orders" (\d{3}) ([\d.]+)ms'
+)
+
+
+def server_orders(log: Path, start: float, end: float, opens: float) -> dict[str, Any]:
+    """The order requests the server answered between ``start`` and ``end`` (epoch seconds), as
+    its access log timed each one (from taking the request up to the answer written): the
+    server's own per-request figures, free of the bench client's lag."""
+    calls: list[tuple[float, float]] = []
+    statuses: dict[str, int] = {}
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            found = ACCESS_LINE.match(line)
+            if found is None:
+                continue
+            at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if start <= at <= end:
+                calls.append((at, float(found[3]) / 1000))
+                statuses[found[2]] = statuses.get(found[2], 0) + 1
+    return latency_figures(calls, opens) | {"byStatus": statuses}
 
 
 def spearman(xs: Iterable[float], ys: Iterable[float]) -> float | None:
@@ -316,38 +453,6 @@ async def _sale(shop: Shop, gid: int) -> dict[str, Any]:
     }
 
 
-ORDER_ROUTE = 'route="/api/auth/orders"'
-
-
-async def _order_histogram(base: str) -> dict[float, float]:
-    """The server's own latency histogram of the order route (cumulative count per bound)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as resp:
-        text = await resp.text()
-    buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith("miri_http_request_seconds_bucket") and ORDER_ROUTE in line:
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-    return buckets
-
-
-def server_percentiles(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
-    """p50 and p99 of the order route as the server timed it, between two scrapes: the bucket
-    bound they fall under (the client's own figures include its event loop's lag)."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0
-    out: dict[str, Any] = {"count": int(total)}
-    for name, q in (("p50Ms", 0.5), ("p99Ms", 0.99)):
-        bound = next((b for b, c in zip(bounds, counts, strict=True) if c >= q * total), None)
-        out[name] = (
-            None
-            if not total or bound is None
-            else ("over 10 s" if bound == float("inf") else f"<= {bound * 1000:g}")
-        )
-    return out
-
-
 def _cpu(process: psutil.Process) -> float:
     """CPU seconds of the server and its worker processes so far."""
     total = 0.0
@@ -374,6 +479,10 @@ async def run(opts: RoomBenchOptions) -> dict[str, Any]:
         async with open_shop(settings) as shop:
             [(admin, _)] = await shop.users.add_bench_users(1, "room-admin", "ADMIN")
             accounts = await shop.users.add_bench_users(total, "room")
+            # The client's heap as the server's (runner.settle_heap): a full collection walking
+            # this process's thousands of buyers stalled its loop for ~100 ms in the sale, and
+            # the requests it held back then reached the server as one burst.
+            settle_heap()
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             proc = await asyncio.to_thread(
@@ -381,22 +490,34 @@ async def run(opts: RoomBenchOptions) -> dict[str, Any]:
                 data_dir,
                 port,
                 *extra,
-                env=server_env(settings, "lua"),
+                "--access-log",  # the server's own time for each order (``server_orders``)
+                env=server_env(settings, "lua") | {"MIRI_LOG_LEVEL": "INFO"},
                 log=data_dir / "serve.log",
             )
             server = psutil.Process(proc.pid)
+            lag = LoopLag()
+            workers = [c for c in server.children() if "serve" in " ".join(c.cmdline())]
+            pids = {f"server{i}": w.pid for i, w in enumerate(workers)} or {"server": proc.pid}
+            pids["bench"] = os.getpid()
+            if (redis := _redis_of(data_dir)) is not None:
+                pids["redis"] = redis
+            waits = CpuWaits(pids)
+            probes = [asyncio.create_task(lag.run()), asyncio.create_task(waits.run())]
             try:
-                cpu, hist = _cpu(server), await _order_histogram(base)
+                cpu = _cpu(server)
                 room = await _room_sale(shop, opts, admin, accounts, base, rng)
                 room["serverCpuSeconds"], cpu = round(_cpu(server) - cpu, 2), _cpu(server)
-                room["serverOrders"], hist = (
-                    server_percentiles(hist, now := await _order_histogram(base)),
-                    now,
-                )
                 bare = await _bare_sale(shop, opts, admin, accounts, base)
                 bare["serverCpuSeconds"] = round(_cpu(server) - cpu, 2)
-                bare["serverOrders"] = server_percentiles(hist, await _order_histogram(base))
+                await asyncio.sleep(0.5)  # the last access-log lines through the log's pipe
+                for sale in (room, bare):
+                    window = sale.pop("window")
+                    sale["serverOrders"] = server_orders(data_dir / "serve.log", *window)
+                    sale["clientLoopLag"] = lag.between(*window)
+                    sale["cpuWaits"] = waits.between(*window)
             finally:
+                for probe in probes:
+                    probe.cancel()
                 await asyncio.to_thread(serving.stop, proc)
     finally:
         if made_dir and not opts.keep_data:
@@ -432,7 +553,8 @@ async def _room_sale(
     until = opens + opts.max_seconds
     began = time.time()
     orders = await _run_buyers("room", base, gid, buyers, until)
-    took = time.time() - began
+    ended = time.time()
+    took = ended - began
     figures = await shop.queue.figures(gid, fresh=True)
     records = {b.user_id: await shop.queue.record(b.user_id, gid) for b in buyers}
     pre = [r for r in records.values() if r is not None and r.pre_queue]
@@ -458,7 +580,8 @@ async def _room_sale(
         "goodsId": gid,
         "buyers": {"early": opts.early, "late": opts.late},
         "sale": await _sale(shop, gid),
-        "orders": orders.figures(),
+        "window": (began, ended, opens),
+        "orders": orders.figures(opens),
         "outcomes": outcomes,
         "served": served,
         "rankCorrelation": {
@@ -488,6 +611,7 @@ async def _bare_sale(
     await asyncio.sleep(max(0.0, opens - 0.3 - time.time()))  # they start pressing just before
     began = time.time()
     orders = await _run_buyers("bare", base, gid, buyers, opens + opts.max_seconds)
+    ended = time.time()
     outcomes: dict[str, int] = {}
     for b in buyers:
         outcomes[b.outcome] = outcomes.get(b.outcome, 0) + 1
@@ -495,17 +619,29 @@ async def _bare_sale(
         "goodsId": gid,
         "buyers": len(buyers),
         "sale": await _sale(shop, gid),
-        "orders": orders.figures(),
+        "window": (began, ended, opens),
+        "orders": orders.figures(opens),
         "outcomes": outcomes,
-        "seconds": round(time.time() - began, 2),
+        "seconds": round(ended - began, 2),
         "reconnects": sum(b.reconnects for b in buyers),
     }
+
+
+def _waits(sale: dict[str, Any]) -> str:
+    """How long the server's event loop(s) waited runnable for a CPU during the sale."""
+    servers = [v for k, v in sale.get("cpuWaits", {}).items() if k.startswith("server")]
+    if not servers:
+        return "-"
+    total = sum(v["waitSeconds"] for v in servers) * 1000
+    return f"{total:.0f} / {max(v['worstSecondWaitMs'] for v in servers):.0f}"
 
 
 def summary_rows(out: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(figure, with the room, bare) for the report table."""
     room, bare = out["room"], out["bare"]
     ro, bo = room["orders"], bare["orders"]
+    rs, bs = room["serverOrders"], bare["serverOrders"]
+    rl, bl = room["clientLoopLag"], bare["clientLoopLag"]
     return [
         (
             "buyers",
@@ -519,11 +655,18 @@ def summary_rows(out: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         ),
         ("oversold", room["sale"]["oversold"], bare["sale"]["oversold"]),
         ("order requests", ro.get("requests"), bo.get("requests")),
-        ("order p50, server (ms)", room["serverOrders"]["p50Ms"], bare["serverOrders"]["p50Ms"]),
-        ("order p99, server (ms)", room["serverOrders"]["p99Ms"], bare["serverOrders"]["p99Ms"]),
+        ("order p50, server (ms)", rs.get("p50Ms"), bs.get("p50Ms")),
+        ("order p99, server (ms)", rs.get("p99Ms"), bs.get("p99Ms")),
+        ("worst 1-s p99, server (ms)", rs.get("worstSecondP99Ms"), bs.get("worstSecondP99Ms")),
         ("order p50, client (ms)", ro.get("p50Ms"), bo.get("p50Ms")),
         ("order p99, client (ms)", ro.get("p99Ms"), bo.get("p99Ms")),
         ("worst 1-s p99, client (ms)", ro.get("worstSecondP99Ms"), bo.get("worstSecondP99Ms")),
+        ("server loop's CPU wait, total / worst 1 s (ms)", _waits(room), _waits(bare)),
+        (
+            "client loop lag p99 / max (ms)",
+            f"{rl.get('p99Ms')} / {rl.get('maxMs')}",
+            f"{bl.get('p99Ms')} / {bl.get('maxMs')}",
+        ),
         ("sale took (s)", room["seconds"], bare["seconds"]),
         ("server CPU (s)", room.get("serverCpuSeconds"), bare.get("serverCpuSeconds")),
         (

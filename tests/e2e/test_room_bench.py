@@ -46,3 +46,11 @@ def test_the_room_and_the_bare_sale_side_by_side(tmp_path: Path) -> None:
     assert room["orders"]["byStatus"]["201"] == 40
     assert set(room["orders"]["byStatus"]) <= {"201", "503"}
     assert bare["outcomes"]["ordered"] == 40
+    # The server's own figures (its access log) count every order request the client timed.
+    for sale in (room, bare):
+        server = sale["serverOrders"]
+        assert server["count"] == sale["orders"]["requests"]
+        assert server["byStatus"] == sale["orders"]["byStatus"]
+        assert server["p50Ms"] <= server["p99Ms"] <= server["maxMs"]
+        assert sum(row["n"] for row in server["perSecond"]) == server["count"]
+        assert sale["clientLoopLag"]["count"] > 0

@@ -94,8 +94,12 @@ class Workers:
 
 async def _start(data_dir: Path, port: int) -> tuple[Any, Workers]:
     proc = start_server(data_dir, port, "--workers", "2", env={"MIRI_PAYMENT_ABANDON_RATE": "0"})
-    workers = Workers(proc, f"http://127.0.0.1:{port}")
-    await workers.open()
+    try:
+        workers = Workers(proc, f"http://127.0.0.1:{port}")
+        await workers.open()
+    except BaseException:
+        stop_server(proc, timeout=60)
+        raise
     return proc, workers
 
 

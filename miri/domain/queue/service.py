@@ -47,9 +47,15 @@ PENDING_FOR = 30.0  # seconds a used pass holds its unit back at most (a process
 READS_PER_CALL = 500  # ticket reads per pipeline
 MOST_PER_RUN = 1000  # admissions per script run: keeps one run short for Redis
 TICKET_CACHE = 200_000  # waiting tickets remembered per process
-STREAM_EVERY = 0.25  # seconds between looks at a room while anyone streams it
+STREAM_EVERY = 0.1  # seconds between looks at a room while anyone streams it
 POSITION_EVERY = 1.0  # seconds between two events that only move a ticket forward in line
-QUIET_NOTIFY = 1.0  # streams look again at least this often (a held pass runs out by the clock)
+QUIET_NOTIFY = (
+    1.0  # each stream looks again this often (admitted? a held pass runs out by the clock)
+)
+# Streams are woken in this many groups, one group per look, each group once per QUIET_NOTIFY:
+# woken all at once, every buyer admitted in the last second ordered in the same instant (a
+# 2,000-buyer bench saw 300 orders land within 0.1 s once a second: p99 250 ms at 300 orders/s).
+STREAM_GROUPS = round(QUIET_NOTIFY / STREAM_EVERY)
 REFUSAL_TEXT = {
     "NO_TICKET": "you have no ticket for these goods: join the waiting room first",
     "WAITING": "your ticket is still waiting: order when it is admitted",
@@ -140,7 +146,7 @@ class QueueService:
         self._rooms: set[int] = set()
         self._settings: dict[int, RoomSettings] = {}
         self._rooms_read_at = float("-inf")
-        self._changed: dict[int, _Signal] = {}
+        self._changed: dict[int, list[_Signal]] = {}
         self._watchers: dict[int, int] = {}
         self._watch_tasks: dict[int, asyncio.Task] = {}
         self._gauged_at = 0.0
@@ -321,7 +327,7 @@ class QueueService:
     ) -> AsyncIterator[Ticket | None]:
         """The caller's ticket now and on every change; None after ``quiet`` seconds without one
         (the stream's keep-alive). Every stream of a process reads the same room figures."""
-        signal = self._watch(goods_id)
+        signal = self._watch(goods_id, user_id)
         last: Ticket | None = None
         sent_at = 0.0
         try:
@@ -341,7 +347,8 @@ class QueueService:
                         last.state,
                         last.pass_token,
                     )
-                    if not moved or time.monotonic() - sent_at >= POSITION_EVERY:
+                    # (less a look's time: the stream's group is woken every QUIET_NOTIFY)
+                    if not moved or time.monotonic() - sent_at >= POSITION_EVERY - STREAM_EVERY:
                         last, sent_at = current, time.monotonic()
                         yield current
                 await signal.wait(quiet)
@@ -552,14 +559,14 @@ class QueueService:
             self._tickets.pop((goods_id, use.user_id), None)
 
     # -- the per-process snapshot that streams share ---------------------------------------------
-    def _watch(self, goods_id: int) -> _Signal:
-        signal = self._changed.setdefault(goods_id, _Signal())
+    def _watch(self, goods_id: int, user_id: int) -> _Signal:
+        groups = self._changed.setdefault(goods_id, [_Signal() for _ in range(STREAM_GROUPS)])
         self._watchers[goods_id] = self._watchers.get(goods_id, 0) + 1
         if goods_id not in self._watch_tasks:
             self._watch_tasks[goods_id] = asyncio.create_task(
                 self._refresh(goods_id), name=f"miri-queue-watch-{goods_id}"
             )
-        return signal
+        return groups[user_id % STREAM_GROUPS]
 
     def _unwatch(self, goods_id: int) -> None:
         left = self._watchers.get(goods_id, 1) - 1
@@ -572,11 +579,13 @@ class QueueService:
             task.cancel()
 
     async def _refresh(self, goods_id: int) -> None:
-        """While anyone streams this room: read its figures once per period, wake the streams
-        when they changed (and every ``QUIET_NOTIFY`` seconds, for passes running out)."""
-        signal = self._changed[goods_id]
+        """While anyone streams this room: look at its figures every ``STREAM_EVERY`` seconds and
+        wake the next group of streams (each group once per ``QUIET_NOTIFY``: buyers admitted
+        meanwhile learn it, and order, spread over the second). A new state for everyone (sold
+        out, the room closed) wakes every stream at once."""
+        groups = self._changed[goods_id]
         last: RoomFigures | None = None
-        woke = time.monotonic()
+        turn = 0
         while True:
             await asyncio.sleep(STREAM_EVERY)
             try:
@@ -584,16 +593,16 @@ class QueueService:
             except Exception:  # noqa: BLE001 - Redis away: the streams keep their last answer
                 log.warning("waiting-room figures for goods %s unavailable", goods_id)
                 continue
-            # A new state for everyone (opened, sold out) wakes the streams at once; the line
-            # moving wakes them at most once a second (a ticket learns its admission then).
-            turned = last is None or (figures.sold_out, figures.shuffled, figures.enabled) != (
+            if last is None or (figures.sold_out, figures.enabled) != (
                 last.sold_out,
-                last.shuffled,
                 last.enabled,
-            )
-            if turned or time.monotonic() - woke >= QUIET_NOTIFY:
-                last, woke = figures, time.monotonic()
-                signal.wake()
+            ):
+                for group in groups:
+                    group.wake()
+            else:
+                groups[turn % STREAM_GROUPS].wake()
+                turn += 1
+            last = figures
 
     async def close(self) -> None:
         tasks = list(self._watch_tasks.values())
