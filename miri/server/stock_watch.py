@@ -18,11 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from miri.server import sse
 
 log = logging.getLogger("miri.server")
 INTERVAL = 0.05  # seconds between polls while anyone watches
@@ -71,7 +73,7 @@ class StockWatch:
     def watchers(self) -> int:
         return sum(len(w) for w in self._watchers.values())
 
-    async def follow(self, goods_id: int, keepalive: float) -> AsyncIterator[Figure]:
+    async def follow(self, goods_id: int, keepalive: float) -> AsyncGenerator[Figure, None]:
         """The current figure at once, then each change; the latest figure again after
         ``keepalive`` seconds without one. Raises NotFound (before yielding) for unknown goods."""
         goods = await self._shop.goods.get(goods_id)  # NotFound: no stream at all
@@ -167,7 +169,7 @@ class StockWatch:
         if last is not None and last.stock == stock and last.sale_open == sale_open:
             return
         payload = {"goodsId": goods_id, "stockQuantity": stock, "saleOpen": sale_open}
-        figure = Figure(stock, sale_open, b"data: " + orjson.dumps(payload) + b"\n\n")
+        figure = Figure(stock, sale_open, sse.event(orjson.dumps(payload)))
         self._figures[goods_id] = figure
         for watcher in self._watchers.get(goods_id, ()):
             watcher.latest = figure

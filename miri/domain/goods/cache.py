@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 
 from miri.domain.errors import NotFound, SoldOut
 from miri.domain.goods.model import Goods
-from miri.domain.goods.stock import LiveStock, SingleFlight
+from miri.domain.goods.stock import LiveStock
 from miri.domain.goods.store import GoodsStore
+from miri.infra.singleflight import SingleFlight
 
 CACHE_MAX = 100_000
 SOLD_OUT_MARK = 0.5  # seconds a sold-out answer is given without asking Redis

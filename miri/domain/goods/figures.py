@@ -6,8 +6,9 @@ import logging
 from collections.abc import Iterable
 
 from miri.domain.errors import NotFound
-from miri.domain.goods.stock import Figures, LiveStock, SingleFlight
+from miri.domain.goods.stock import Figures, LiveStock
 from miri.domain.goods.store import GoodsStore
+from miri.infra.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -255,22 +255,6 @@ class ReserveBatch:
         for (*_, future), answer in zip(batch, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
-
-
-class SingleFlight:
-    """Concurrent callers asking for the same key share one run of the work."""
-
-    def __init__(self) -> None:
-        self._running: dict[Hashable, asyncio.Future] = {}
-
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
-        future = self._running.get(key)
-        if future is None:
-            future = asyncio.ensure_future(work())
-            self._running[key] = future
-            future.add_done_callback(lambda _: self._running.pop(key, None))
-        # Shielded: one waiter giving up must not cancel the work for the others.
-        return await asyncio.shield(future)
 
 
 class LiveStock:

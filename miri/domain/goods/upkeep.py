@@ -20,9 +20,10 @@ from typing import Protocol
 
 from miri.domain.goods import check
 from miri.domain.goods.cache import GoodsCache
-from miri.domain.goods.stock import REBUILD_LOCK, LiveStock, SingleFlight
+from miri.domain.goods.stock import REBUILD_LOCK, LiveStock
 from miri.domain.goods.store import GoodsStore
 from miri.infra.clock import Clock
+from miri.infra.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 LOCK_TTL = 60  # seconds: a rebuilder that died lets the next one in after this

@@ -21,9 +21,9 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -35,9 +35,9 @@ from miri.infra import keys
 from miri.infra.clock import Clock
 from miri.infra.database import Database
 from miri.infra.metrics import ShopMetrics
+from miri.infra.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 LiveStock = Callable[[int], Awaitable[int]]  # the goods module's live stock (NotFound if none)
 
 TICK = 0.2  # seconds between admission runs on the leader
@@ -94,23 +94,6 @@ class _Signal:
         return bool(done)
 
 
-class _Once:
-    """Concurrent callers asking for the same key share one run of the work."""
-
-    def __init__(self) -> None:
-        self._running: dict[Hashable, asyncio.Future] = {}
-
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
-        future = self._running.get(key)
-        if future is None:
-            future = asyncio.ensure_future(work())
-            self._running[key] = future
-            future.add_done_callback(lambda _: self._running.pop(key, None))
-            # Every waiter may have gone (cancelled): the outcome is still looked at once.
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return await asyncio.shield(future)
-
-
 def _int(value: str | None) -> int:
     return int(float(value)) if value else 0
 
@@ -141,7 +124,7 @@ class QueueService:
         self._reserved = redis.register_script(scripts.RESERVED)
         self.snapshot_age = SNAPSHOT_AGE
         self._figures: dict[int, tuple[RoomFigures, float]] = {}
-        self._reads = _Once()
+        self._reads = SingleFlight()
         self._tickets: OrderedDict[tuple[int, int], TicketRecord] = OrderedDict()
         self._rooms: set[int] = set()
         self._settings: dict[int, RoomSettings] = {}
@@ -324,7 +307,7 @@ class QueueService:
 
     async def follow(
         self, user_id: int, goods_id: int, quiet: float = 15.0
-    ) -> AsyncIterator[Ticket | None]:
+    ) -> AsyncGenerator[Ticket | None, None]:
         """The caller's ticket now and on every change; None after ``quiet`` seconds without one
         (the stream's keep-alive). Every stream of a process reads the same room figures."""
         signal = self._watch(goods_id, user_id)

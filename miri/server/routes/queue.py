@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from miri.domain.queue import Ticket
+from miri.server import sse
 from miri.server.api import Api, ok, path_id
 from miri.server.keys import SHOP
 
@@ -94,35 +95,14 @@ async def my_ticket(request: web.Request) -> web.Response:
 )
 async def ticket_stream(request: web.Request) -> web.StreamResponse:
     shop, goods_id = request.app[SHOP], path_id(request, "goodsId")
-    user_id = request["claims"].user_id
-    follow = shop.queue.follow(user_id, goods_id)
-    first = await anext(follow)  # 404 before the stream starts when the caller has no ticket
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-            "X-Request-Id": request["request_id"],
-        }
-    )
-    await response.prepare(request)
-    try:
-        await _send(response, request, first)
-        async for ticket in follow:
-            if ticket is None:
-                await response.write(b": keep-alive\n\n")
-            else:
-                await _send(response, request, ticket)
-    except (ConnectionResetError, ConnectionError):
-        pass  # the buyer left
-    finally:
-        await follow.aclose()
-    return response
 
+    def encode(ticket: Ticket | None) -> bytes:
+        if ticket is None:  # a quiet while: the keep-alive
+            return sse.KEEP_ALIVE
+        return sse.event(orjson.dumps(ticket_out(request, ticket)))
 
-async def _send(response: web.StreamResponse, request: web.Request, ticket: Ticket | None) -> None:
-    assert ticket is not None
-    await response.write(b"data: " + orjson.dumps(ticket_out(request, ticket)) + b"\n\n")
+    # 404 before the stream starts when the caller has no ticket.
+    return await sse.stream(request, shop.queue.follow(request["claims"].user_id, goods_id), encode)
 
 
 @api.route(

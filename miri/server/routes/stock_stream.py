@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from miri.server import sse
 from miri.server.api import Api, path_id
 from miri.server.keys import SHOP
 from miri.server.stock_watch import StockWatch
@@ -45,23 +46,6 @@ def install(app: web.Application) -> None:
 )
 async def stock_stream(request: web.Request) -> web.StreamResponse:
     goods_id = path_id(request, "goodsId")
+    # 404 before the stream starts when there are no such goods.
     follow = request.app[WATCH].follow(goods_id, KEEPALIVE)
-    first = await anext(follow)  # 404 before the stream starts when there are no such goods
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-            "X-Request-Id": request["request_id"],
-        }
-    )
-    await response.prepare(request)
-    try:
-        await response.write(first.data)
-        async for figure in follow:
-            await response.write(figure.data)
-    except (ConnectionResetError, ConnectionError):
-        pass  # the buyer left
-    finally:
-        await follow.aclose()
-    return response
+    return await sse.stream(request, follow, lambda figure: figure.data)
