@@ -94,6 +94,32 @@ class _Signal:
         return bool(done)
 
 
+class StreamGroups:
+    """The streams of one room in a process, woken in ``STREAM_GROUPS`` groups (by user id).
+
+    Each look at the room wakes the next group, so each stream looks again once per
+    ``QUIET_NOTIFY`` and buyers admitted meanwhile learn it, and order, spread over that time. A
+    new state for everyone (sold out, the room closed) wakes every stream at once.
+    """
+
+    def __init__(self) -> None:
+        self._groups = [_Signal() for _ in range(STREAM_GROUPS)]
+        self._turn = 0
+        self._last: RoomFigures | None = None
+
+    def signal(self, user_id: int) -> _Signal:
+        return self._groups[user_id % STREAM_GROUPS]
+
+    def look(self, figures: RoomFigures) -> None:
+        last, self._last = self._last, figures
+        if last is None or (figures.sold_out, figures.enabled) != (last.sold_out, last.enabled):
+            for group in self._groups:
+                group.wake()
+            return
+        self._groups[self._turn % STREAM_GROUPS].wake()
+        self._turn += 1
+
+
 def _int(value: str | None) -> int:
     return int(float(value)) if value else 0
 
@@ -129,7 +155,7 @@ class QueueService:
         self._rooms: set[int] = set()
         self._settings: dict[int, RoomSettings] = {}
         self._rooms_read_at = float("-inf")
-        self._changed: dict[int, list[_Signal]] = {}
+        self._changed: dict[int, StreamGroups] = {}
         self._watchers: dict[int, int] = {}
         self._watch_tasks: dict[int, asyncio.Task] = {}
         self._gauged_at = 0.0
@@ -543,13 +569,13 @@ class QueueService:
 
     # -- the per-process snapshot that streams share ---------------------------------------------
     def _watch(self, goods_id: int, user_id: int) -> _Signal:
-        groups = self._changed.setdefault(goods_id, [_Signal() for _ in range(STREAM_GROUPS)])
         self._watchers[goods_id] = self._watchers.get(goods_id, 0) + 1
-        if goods_id not in self._watch_tasks:
+        if goods_id not in self._watch_tasks:  # the first stream of this room (again)
+            self._changed[goods_id] = StreamGroups()
             self._watch_tasks[goods_id] = asyncio.create_task(
                 self._refresh(goods_id), name=f"miri-queue-watch-{goods_id}"
             )
-        return groups[user_id % STREAM_GROUPS]
+        return self._changed[goods_id].signal(user_id)
 
     def _unwatch(self, goods_id: int) -> None:
         left = self._watchers.get(goods_id, 1) - 1
@@ -563,29 +589,14 @@ class QueueService:
 
     async def _refresh(self, goods_id: int) -> None:
         """While anyone streams this room: look at its figures every ``STREAM_EVERY`` seconds and
-        wake the next group of streams (each group once per ``QUIET_NOTIFY``: buyers admitted
-        meanwhile learn it, and order, spread over the second). A new state for everyone (sold
-        out, the room closed) wakes every stream at once."""
+        wake the streams whose turn it is (``StreamGroups``)."""
         groups = self._changed[goods_id]
-        last: RoomFigures | None = None
-        turn = 0
         while True:
             await asyncio.sleep(STREAM_EVERY)
             try:
-                figures = await self.figures(goods_id)
+                groups.look(await self.figures(goods_id))
             except Exception:  # noqa: BLE001 - Redis away: the streams keep their last answer
                 log.warning("waiting-room figures for goods %s unavailable", goods_id)
-                continue
-            if last is None or (figures.sold_out, figures.enabled) != (
-                last.sold_out,
-                last.enabled,
-            ):
-                for group in groups:
-                    group.wake()
-            else:
-                groups[turn % STREAM_GROUPS].wake()
-                turn += 1
-            last = figures
 
     async def close(self) -> None:
         tasks = list(self._watch_tasks.values())
