@@ -210,15 +210,21 @@ class CpuWaits:
         out: dict[str, Any] = {}
         for name in self.pids:
             per_second: dict[int, float] = {}
+            worst_slice: dict[int, float] = {}  # the longest wait within one sample's slice
             for (_, a), (at, b) in zip(picked, picked[1:], strict=False):
                 key = int(at - opens) if at >= opens else -1
-                per_second[key] = per_second.get(key, 0.0) + b[name][1] - a[name][1]
+                waited = b[name][1] - a[name][1]
+                per_second[key] = per_second.get(key, 0.0) + waited
+                worst_slice[key] = max(worst_slice.get(key, 0.0), waited)
             first, last = picked[0][1][name], picked[-1][1][name]
             out[name] = {
                 "cpuSeconds": round(last[0] - first[0], 2),
                 "waitSeconds": round(last[1] - first[1], 2),
                 "worstSecondWaitMs": round(max(per_second.values()) * 1000, 1),
                 "waitMsPerSecond": {k: round(v * 1000, 1) for k, v in sorted(per_second.items())},
+                "worstSliceWaitMsPerSecond": {
+                    k: round(v * 1000, 1) for k, v in sorted(worst_slice.items())
+                },
             }
         return out
 
