@@ -11,6 +11,10 @@ nothing oversold, no dead letters.
 before that connection's next request, as the API asks clients to; without it every connection
 sends again at once, as the issue's first measurement did.
 
+While wrk runs, /api/health (never shed) is read every ``SAMPLE_EVERY`` s: the bound's limit,
+what is in flight, the event loop's lag and the Retry-After given, as a timeline in the JSON and a
+one-line summary.
+
 Server CPU per answer comes from /proc (utime + stime of the server process over the run); the
 load generator's from getrusage of its children. The open-file limit is raised to the hard limit
 first (each connection takes a file in wrk and one in the server).
@@ -44,6 +48,7 @@ from miri.shop import open_shop
 
 STOCK = 10_000_000  # never sold out within a run: every accepted order does the full work
 BUYERS = 5000
+SAMPLE_EVERY = 0.5  # seconds between two reads of the bound's figures during a run
 LATE_US = 2_000_000  # an answer later than 2 s counts as a timeout, as in the issue
 # wrk's own --timeout is longer: wrk also counts a connection as timed out while it waits out a
 # Retry-After longer than the timeout, which is the client's choice, not a late answer.
@@ -217,6 +222,43 @@ def run_wrk(
         return figures
 
 
+async def timeline(base: str, stop: asyncio.Event) -> list[dict]:
+    """The bound's figures every SAMPLE_EVERY s until ``stop``: what it did during the run."""
+    rows: list[dict] = []
+    started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while not stop.is_set():
+            try:
+                async with http.get(f"{base}/api/health") as resp:
+                    bound = (await resp.json())["data"].get("overload") or {}
+            except (TimeoutError, aiohttp.ClientError):
+                bound = {}
+            if bound.get("mode") not in (None, "off"):
+                rows.append(
+                    {
+                        "t": round(time.monotonic() - started, 2),
+                        "limit": bound["limit"],
+                        "in_flight": sum(bound["inFlight"].values()),
+                        "lag_ms": bound.get("lagMs"),
+                        "retry_after": bound["retryAfter"],
+                        "latency_ms": bound["latencyMs"],
+                    }
+                )
+            try:
+                await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
+            except TimeoutError:
+                pass
+    return rows
+
+
+def spread(rows: list[dict], key: str) -> str:
+    values = sorted(r[key] for r in rows if r.get(key) is not None)
+    if not values:
+        return "-"
+    return f"{values[0]:g}/{values[len(values) // 2]:g}/{values[-1]:g}"
+
+
 async def drained_and_checked(base: str, data_dir: Path, goods: int, accepted: int) -> dict:
     """Wait for the bus; then the checks against SQLite and live stock."""
     timeout = aiohttp.ClientTimeout(total=10)
@@ -296,12 +338,28 @@ async def shop_runs(
     try:
         for c, g in zip(connections, goods, strict=True):
             cpu0 = cpu_seconds(proc.pid)
-            wrk = run_wrk(base, "/api/auth/orders", c, duration, tokens, g, honour)
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(timeline(base, stop))
+            try:
+                wrk = await asyncio.to_thread(
+                    run_wrk, base, "/api/auth/orders", c, duration, tokens, g, honour
+                )
+            finally:
+                stop.set()
+                samples = await sampler
             cpu = cpu_seconds(proc.pid) - cpu0
             row = summarise(f"shop, bound {bound}", c, duration, wrk, cpu)
+            row["timeline"] = samples
             row.update(await drained_and_checked(base, data_dir, g, wrk["status"].get("201", 0)))
             rows.append(row)
             print(line(row), flush=True)
+            if samples:
+                print(
+                    f"{'':<18} min/median/max: limit {spread(samples, 'limit')},"
+                    f" in flight {spread(samples, 'in_flight')}, lag ms {spread(samples, 'lag_ms')},"
+                    f" Retry-After {spread(samples, 'retry_after')}",
+                    flush=True,
+                )
     finally:
         serving.stop(proc)
     return rows
@@ -330,7 +388,8 @@ def line(row: dict) -> str:
     verdict = "" if checks is None else (" checks pass" if all(checks.values()) else f" {checks}")
     return (
         f"{row['target']:<18} c={row['connections']:>5}: {row['accepted_per_s']:>8,.0f} 201/s"
-        f" {row['answers_per_s']:>8,.0f} answers/s p99 {row['p99_ms']:>8.1f} ms"
+        f" {row['answers_per_s']:>8,.0f} answers/s p50/90/99 {row['p50_ms']:.0f}/{row['p90_ms']:.0f}"
+        f"/{row['p99_ms']:.0f} ms"
         f" timeouts {row['timeouts']:>5} {row['status']} server {row['server_cores']} cores"
         f" {row['server_cpu_us_per_answer']} us/answer load {row['load']}{verdict}"
     )

@@ -6,13 +6,21 @@ buyer waits, times out and retries. With a bound, the requests over it get an im
 nothing reserved), and the ones inside it stay quick.
 
 The bound adapts like the gradient limit of Netflix's concurrency-limits, with a latency budget:
-every window of samples (orders and reads) compares the short-term latency in handlers (the
-window's mean) with a long-term average of it. Over the budget (``max_in_flight_latency``) the
+every window of samples (orders and reads) compares the short-term latency (the window's mean time
+in handlers plus the event loop's lag) with a long-term average of it. The lag counts because the
+time in handlers is not all a buyer waits: past a few thousand connections the queue forms in
+front of the middleware (requests parsed but not yet run, sockets not yet read), where no handler
+sees it, and a probe that sleeps a few milliseconds and measures how late it wakes sees exactly
+that wait. Over the budget (``max_in_flight_latency``) the
 bound is cut at once (by the square root of how far over); under it, while short and long agree,
 it grows by its square root (room to find more throughput), and when latency rises above the
 long-term figure times a tolerance it shrinks in proportion. Never below the floor nor above the ceiling, where it
 starts: a burst the shop answers in time is never refused. A bound that is not used (fewer than
-half of it in flight) learns nothing: slow requests then are not the bound's doing.
+half of it in flight, the loop not lagging) learns nothing: slow requests then are not the
+bound's doing.
+
+A refused buyer is told when to come back, and the hint is spread (evenly from the pacing's figure
+to twice it), so a crowd refused at the same moment does not come back at the same moment either.
 
 Health checks and metrics are never refused, nor are event streams (they stay open, idle, and a
 browser's EventSource does not come back after a 503); admin requests have twice the bound, so they are the
@@ -45,7 +53,8 @@ ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
 # aiohttp spends on any request, a fifth of an order or less: ~10% of the worker), at least 100.
 SHED_SHARE = 0.5
 SHED_MIN = 100
-MAX_RETRY = 30  # seconds: the longest Retry-After the pacing gives
+MAX_RETRY = 30  # seconds: the shortest Retry-After the pacing gives is at most this
+PROBE_EVERY = 0.005  # seconds between two looks at the event loop's lag
 WINDOW_SECONDS = 0.05  # a window closes after this long...
 WINDOW_SAMPLES = 20  # ...and at least this many samples
 TOLERANCE = 1.5  # short-term latency may be this much above the long-term before the bound shrinks
@@ -148,6 +157,11 @@ class InFlightBound:
         "_paced_shed",
         "_paced_admitted",
         "admitted",
+        "lag",
+        "_lag_sum",
+        "_lag_count",
+        "_retry_values",
+        "_refused",
     )
 
     def __init__(self, config: BoundSettings) -> None:
@@ -155,6 +169,11 @@ class InFlightBound:
         self.floor = config.floor
         self.ceiling = config.ceiling
         self.retry_after = str(config.retry_after)
+        self._retry_values = _spread(config.retry_after)
+        self._refused = 0
+        self.lag = 0.0  # seconds: how late the last probe woke (the wait before the middleware)
+        self._lag_sum = 0.0
+        self._lag_count = 0
         self._min_retry = config.retry_after
         self._paced_at = 0.0
         self._paced_shed = 0
@@ -192,11 +211,20 @@ class InFlightBound:
         if now >= self._window_end and self._count >= WINDOW_SAMPLES:
             self._adapt(now)
 
+    def probed(self, lag: float) -> None:
+        """One look at the event loop: how late a timer fired (seconds)."""
+        self.lag = lag
+        self._lag_sum += lag
+        self._lag_count += 1
+
     def _adapt(self, now: float) -> None:
-        short = self._sum / self._count
+        lag = self._lag_sum / self._lag_count if self._lag_count else self.lag
+        short = self._sum / self._count + lag  # what a buyer waits, about: loop + handler
         peak = self._peak
         self._sum = 0.0
         self._count = 0
+        self._lag_sum = 0.0
+        self._lag_count = 0
         self._peak = self.in_flight
         self._window_end = now + WINDOW_SECONDS
         long = self._long
@@ -204,7 +232,7 @@ class InFlightBound:
         if long > 2 * short:  # latency fell for good (the work changed): catch up faster
             long *= 0.9
         self._long = long
-        if peak < self._estimate / 2:
+        if peak < self._estimate / 2 and lag * 2 < self.latency:
             return  # the bound is not what holds the work back: nothing learnt
         estimate = self._estimate
         if short > self.latency:
@@ -237,10 +265,13 @@ class InFlightBound:
         admitted = self.admitted
         if self._paced_at:
             seconds = max(now - self._paced_at, 1e-3)
-            refused = (shed - self._paced_shed) / seconds * int(self.retry_after)
+            refused = (shed - self._paced_shed) / seconds * int(self.retry_after) * 1.5
             budget = max(SHED_MIN, SHED_SHARE * (admitted - self._paced_admitted) / seconds)
-            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(refused / budget)))
-            self.retry_after = str(wanted)
+            # the hints given average 1.5 times the pacing's figure (see _spread)
+            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(refused / budget / 1.5)))
+            if wanted != int(self.retry_after):
+                self.retry_after = str(wanted)
+                self._retry_values = _spread(wanted)
         self._paced_at, self._paced_shed, self._paced_admitted = now, shed, admitted
         return int(self.retry_after)
 
@@ -248,12 +279,14 @@ class InFlightBound:
         """503 UNAVAILABLE in the envelope, with Retry-After and the request id."""
         given = request.headers.get("X-Request-Id")
         rid = given if given and _REQUEST_ID.match(given) else new_event_id()
+        self._refused += 1
+        values = self._retry_values
         return web.Response(
             body=_REFUSAL,
             status=503,
             headers={
                 "Content-Type": "application/json",
-                "Retry-After": self.retry_after,
+                "Retry-After": values[self._refused % len(values)],
                 "X-Request-Id": rid,
             },
         )
@@ -271,7 +304,14 @@ class InFlightBound:
             "latencyMs": round(self._long * 1000, 3),  # the long-term mean in handlers
             "latencyTargetMs": round(self.latency * 1000, 3),
             "retryAfter": int(self.retry_after),
+            "lagMs": round(self.lag * 1000, 3),
         }
+
+
+def _spread(seconds: int) -> tuple[str, ...]:
+    """The Retry-After figures given in turn: evenly from ``seconds`` to twice it (1 s: 1, 2),
+    1.5 times ``seconds`` on average."""
+    return tuple(str(seconds + i) for i in range(seconds + 1))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -348,9 +388,18 @@ def publisher(
                 publish(bound, metrics, published)
                 await asyncio.sleep(PUBLISH_EVERY)
 
-        task = asyncio.create_task(loop())
+        async def probe() -> None:
+            # A timer that fires late measures the wait of everything else in the loop's queue.
+            clock = time.perf_counter
+            while True:
+                due = clock() + PROBE_EVERY
+                await asyncio.sleep(PROBE_EVERY)
+                bound.probed(max(0.0, clock() - due))
+
+        tasks = [asyncio.create_task(loop()), asyncio.create_task(probe())]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         publish(bound, metrics, published)
 
     return run

@@ -13,6 +13,7 @@ import asyncio
 import random
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from multidict import CIMultiDict
 
 from miri.infra.processes import free_port
+from tests.support.goods import post_goods
 from tests.support.servers import (
     query,
     register_goods,
@@ -29,6 +31,7 @@ from tests.support.servers import (
     stop_server,
     wait_drained,
 )
+from tests.support.shop import add_user
 
 BOUND = "4"
 BUYERS = 200
@@ -278,3 +281,62 @@ async def test_sigkill_during_an_overloaded_sale_loses_no_accepted_order(data_di
     }
     assert accepted <= stored, f"accepted orders lost: {sorted(accepted - stored)[:10]}"
     assert live + _held(data_dir, goods_id) == STOCK * 4
+
+
+async def test_a_lagging_event_loop_brings_the_bound_down_and_sheds(make_client: Any) -> None:
+    """Requests can wait for the event loop before any handler runs (thousands of connections
+    being parsed): a real stall of the loop, here a blocking call, is seen by the bound's probe.
+    The bound, never half used (so its handlers' latency alone would teach it nothing), falls to
+    its floor, the requests over it get 503 with Retry-After, and it grows back once the loop is
+    on time again."""
+    shop, client = await make_client(
+        max_in_flight="auto",
+        max_in_flight_floor=2,
+        max_in_flight_ceiling=64,
+        max_in_flight_latency=0.02,
+    )
+    _, seller = await add_user(shop, "seller@example.com")
+    goods_id = await post_goods(client, seller, stockQuantity=10)
+    stop = asyncio.Event()
+
+    async def stall() -> None:  # holds the loop as a burst of parsing and refusing would
+        while not stop.is_set():
+            time.sleep(0.06)
+            await asyncio.sleep(0.005)
+
+    async def reads() -> list[tuple[int, dict[str, Any], Any]]:
+        async def one() -> tuple[int, dict[str, Any], Any]:
+            async with client.get(f"/api/goods/{goods_id}/stock") as resp:
+                return await _answer(resp)
+
+        return await asyncio.gather(*(one() for _ in range(8)))
+
+    async def report() -> dict[str, Any]:
+        async with client.get("/api/health") as resp:
+            assert resp.status == 200
+            return (await resp.json())["data"]["overload"]
+
+    staller = asyncio.create_task(stall())
+    refused: list[tuple[int, dict[str, Any], Any]] = []
+    try:
+        for _ in range(300):
+            answers = await reads()
+            assert {a[0] for a in answers} <= {200, 503}, answers
+            refused += [a for a in answers if a[0] == 503]
+            bound = await report()
+            if bound["limit"] == 2 and refused:
+                break
+        else:
+            raise AssertionError(f"the bound never came down: {bound}, {len(refused)} refused")
+    finally:
+        stop.set()
+        await staller
+    assert bound["mode"] == "auto" and bound["shed"]["reads"] == len(refused), bound
+    for status, headers, body in refused:
+        _assert_refusal(status, headers, body)
+    for _ in range(300):  # the loop is on time: the bound, used, grows back
+        answers = await reads()
+        bound = await report()
+        if bound["limit"] > 2:
+            break
+    assert bound["limit"] > 2, bound
