@@ -160,6 +160,7 @@ class InFlightBound:
         "lag",
         "_lag_sum",
         "_lag_count",
+        "_paced_lag",
         "_retry_values",
         "_refused",
     )
@@ -174,6 +175,7 @@ class InFlightBound:
         self.lag = 0.0  # seconds: how late the last probe woke (the wait before the middleware)
         self._lag_sum = 0.0
         self._lag_count = 0
+        self._paced_lag = [0.0, 0]  # the probes' sum and count since the last pacing (report)
         self._min_retry = config.retry_after
         self._paced_at = 0.0
         self._paced_shed = 0
@@ -216,6 +218,9 @@ class InFlightBound:
         self.lag = lag
         self._lag_sum += lag
         self._lag_count += 1
+        paced = self._paced_lag
+        paced[0] += lag
+        paced[1] += 1
 
     def _adapt(self, now: float) -> None:
         lag = self._lag_sum / self._lag_count if self._lag_count else self.lag
@@ -273,6 +278,7 @@ class InFlightBound:
                 self.retry_after = str(wanted)
                 self._retry_values = _spread(wanted)
         self._paced_at, self._paced_shed, self._paced_admitted = now, shed, admitted
+        self._paced_lag = [0.0, 0]
         return int(self.retry_after)
 
     def refusal(self, request: web.Request) -> web.Response:
@@ -291,6 +297,11 @@ class InFlightBound:
             },
         )
 
+    def _recent_lag(self) -> float:
+        """The probes' mean lag since the last pacing (within a second), else the last one's."""
+        total, count = self._paced_lag
+        return total / count if count else self.lag
+
     def report(self) -> dict[str, Any]:
         """The figures for /api/health and the dashboard."""
         return {
@@ -304,7 +315,7 @@ class InFlightBound:
             "latencyMs": round(self._long * 1000, 3),  # the long-term mean in handlers
             "latencyTargetMs": round(self.latency * 1000, 3),
             "retryAfter": int(self.retry_after),
-            "lagMs": round(self.lag * 1000, 3),
+            "lagMs": round(self._recent_lag() * 1000, 3),  # the event loop's, of late
         }
 
 
