@@ -73,7 +73,7 @@ def bound_lines(bound: dict | None, shed_rate: float | None) -> list[Text]:
     in_flight = sum((bound.get("inFlight") or {}).values())
     rate = "…" if shed_rate is None else f"{shed_rate:,.0f}/s"
     lag = bound.get("lagMs")  # how late the event loop runs: a wait no handler sees
-    late = "" if lag is None else f" · loop {lag:,.0f} ms late"
+    late = "" if lag is None else f" · lag {lag:,.0f} ms"
     return [
         Text(f"bound {bound.get('limit')} {bound.get('mode')} · {in_flight} busy"),
         Text.assemble("shed ", Text(rate, style="bold red" if shed_rate else ""), late),

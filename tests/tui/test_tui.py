@@ -569,9 +569,10 @@ async def test_server_panel_shows_the_in_flight_bound_and_the_shed_rate(settings
         bound = {
             **bound,
             "shed": {"orders": 400, "reads": 100, "admin": 0, "other": 0, "streams": 0},
+            "lagMs": 42.4,  # the event loop runs late: requests wait before any handler
         }
         panel.servers = [dataclasses.replace(found, overload=bound)]
         await pilot.pause()
         rate = panel.shed_rates[found.pid]
         assert rate is not None and rate > 0  # 500 refused since the last look
-        assert f"shed {rate:,.0f}/s" in screen_text(app)
+        assert f"shed {rate:,.0f}/s · lag 42 ms" in screen_text(app)
