@@ -9,7 +9,8 @@ nothing oversold, no dead letters.
 
 ``--honour-retry-after``: the client waits what a 503's ``Retry-After`` says (with ±20% jitter)
 before that connection's next request, as the API asks clients to; without it every connection
-sends again at once, as the issue's first measurement did.
+sends again at once, as the issue's first measurement did. Each server first takes ``--warmup`` s of
+orders at 64 connections on goods of their own, unrecorded.
 
 While wrk runs, /api/health (never shed) is read every ``SAMPLE_EVERY`` s: the bound's limit,
 what is in flight, the event loop's lag and the Retry-After given, as a timeline in the JSON and a
@@ -48,6 +49,7 @@ from miri.shop import open_shop
 
 STOCK = 10_000_000  # never sold out within a run: every accepted order does the full work
 BUYERS = 5000
+WARMUP_CONNECTIONS = 64  # the unrecorded run that warms a fresh server up, on goods of its own
 SAMPLE_EVERY = 0.5  # seconds between two reads of the bound's figures during a run
 LATE_US = 2_000_000  # an answer later than 2 s counts as a timeout, as in the issue
 # wrk's own --timeout is longer: wrk also counts a connection as timed out while it waits out a
@@ -326,16 +328,19 @@ def summarise(name: str, connections: int, duration: int, wrk: dict, cpu: float)
 
 
 async def shop_runs(
-    bound: str, connections: list[int], duration: int, honour: bool, root: Path
+    bound: str, connections: list[int], duration: int, honour: bool, root: Path, warmup: int
 ) -> list[dict]:
     data_dir = root / f"shop-{bound}"
-    tokens, goods = await prepare(data_dir, len(connections))
+    tokens, [warm, *goods] = await prepare(data_dir, len(connections) + 1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**SERVER_ENV, "MIRI_MAX_IN_FLIGHT": bound}
     proc = serving.start_serve(data_dir, port, env=env, log=root / f"serve-{bound}.log")
     rows = []
     try:
+        if warmup:  # a fresh server's first seconds (caches, allocator) belong to no run
+            run_wrk(base, "/api/auth/orders", WARMUP_CONNECTIONS, warmup, tokens, warm, honour)
+            await drained_and_checked(base, data_dir, warm, 0)
         for c, g in zip(connections, goods, strict=True):
             cpu0 = cpu_seconds(proc.pid)
             stop = asyncio.Event()
@@ -365,13 +370,17 @@ async def shop_runs(
     return rows
 
 
-def bare_runs(connections: list[int], duration: int, root: Path) -> list[dict]:
+def bare_runs(connections: list[int], duration: int, root: Path, warmup: int) -> list[dict]:
     port = free_port()
     proc = serving.start_listening([sys.executable, "-m", "miri.bench.bare", "--port", str(port)])
     tokens = root / "shop-bare-tokens.txt"
     tokens.write_text("x\n")
     rows = []
     try:
+        if warmup:
+            run_wrk(
+                f"http://127.0.0.1:{port}", "/order", WARMUP_CONNECTIONS, warmup, tokens, 1, False
+            )
         for c in connections:
             cpu0 = cpu_seconds(proc.pid)
             wrk = run_wrk(f"http://127.0.0.1:{port}", "/order", c, duration, tokens, 1, False)
@@ -402,6 +411,7 @@ async def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--honour-retry-after", action="store_true")
     parser.add_argument("--no-bare", action="store_true")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds, unrecorded; 0: none")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -413,10 +423,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="miri-overload-") as tmp:
         for bound in args.bounds.split(","):
             rows += await shop_runs(
-                bound, connections, args.duration, args.honour_retry_after, Path(tmp)
+                bound, connections, args.duration, args.honour_retry_after, Path(tmp), args.warmup
             )
         if not args.no_bare:
-            rows += bare_runs(connections, args.duration, Path(tmp))
+            rows += bare_runs(connections, args.duration, Path(tmp), args.warmup)
     if args.json:
         git = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -426,6 +436,7 @@ async def main() -> None:
             "revision": git.stdout.strip(),
             "duration_s": args.duration,
             "honour_retry_after": args.honour_retry_after,
+            "warmup_s": args.warmup,
         }
         args.json.write_text(json.dumps({"metadata": meta, "runs": rows}, indent=1))
 

@@ -8,23 +8,22 @@ nothing reserved), and the ones inside it stay quick.
 The bound adapts like the gradient limit of Netflix's concurrency-limits, with a latency budget:
 every window of samples (orders and reads) compares the short-term latency (the window's mean time
 in handlers plus the event loop's lag) with a long-term average of it. The lag counts because the
-time in handlers is not all a buyer waits: past a few thousand connections the queue forms in
-front of the middleware (requests parsed but not yet run, sockets not yet read), where no handler
-sees it, and a probe that sleeps a few milliseconds and measures how late it wakes sees exactly
-that wait. Over the budget (``max_in_flight_latency``) the
+time in handlers is not all a buyer waits: with thousands of connections requests also queue in
+front of the middleware (read and parsed, not yet run), where no handler sees them, and a timer
+that measures how late it fires sees that wait. Over the budget (``max_in_flight_latency``) the
 bound is cut at once (by the square root of how far over); under it, while short and long agree,
 it grows by its square root (room to find more throughput), and when latency rises above the
-long-term figure times a tolerance it shrinks in proportion. Never below the floor nor above the ceiling, where it
-starts: a burst the shop answers in time is never refused. A bound that is not used (fewer than
-half of it in flight, the loop not lagging) learns nothing: slow requests then are not the
-bound's doing.
+long-term figure times a tolerance it shrinks in proportion. Never below the floor nor above the
+ceiling, where it starts: a burst the shop answers in time is never refused. A bound that is not
+used (fewer than half of it in flight) on a loop that keeps time learns nothing: slow requests
+then are not the bound's doing.
 
 A refused buyer is told when to come back, and the hint is spread (evenly from the pacing's figure
 to twice it), so a crowd refused at the same moment does not come back at the same moment either.
 
 Health checks and metrics are never refused, nor are event streams (they stay open, idle, and a
-browser's EventSource does not come back after a 503); admin requests have twice the bound, so they are the
-last refused. The hot path is a dict lookup, two integer compares and a few additions per request:
+browser's EventSource does not come back after a 503); admin requests have twice the bound, so
+they are the last refused. The hot path is a dict lookup, two integer compares and a few additions per request:
 ``benchmarks/limiter.py`` measures it.
 """
 
