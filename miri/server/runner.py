@@ -89,7 +89,8 @@ async def serve(
         )
         await runner.setup()
         sock = _socket(settings.host, settings.port, reuse_port)
-        site = web.SockSite(runner, sock)
+        # aiohttp listens again on start with its own backlog (128 unless told): the same here
+        site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
         await site.start()
         host, port = sock.getsockname()[:2]
         url = f"http://{host}:{port}"

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from multidict import CIMultiDict
 
 from miri.infra.processes import free_port
+from miri.server.runner import LISTEN_BACKLOG
 from tests.support.goods import post_goods
 from tests.support.servers import (
     query,
@@ -340,3 +343,21 @@ async def test_a_lagging_event_loop_brings_the_bound_down_and_sheds(make_client:
         if bound["limit"] > 2:
             break
     assert bound["limit"] > 2, bound
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the backlog")
+async def test_the_server_listens_with_a_long_accept_queue(data_dir: Path) -> None:
+    """A sale's opening connects thousands at once. With aiohttp's default accept queue (128) the
+    kernel drops the connections it cannot queue while the worker is busy, and they come back
+    only after its 1 s / 3 s retries: answers seconds late that no bound can prevent."""
+    port = free_port()
+    proc = start_server(data_dir, port)
+    try:
+        listed = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    finally:
+        assert stop_server(proc) == 0
+    # State, Recv-Q, Send-Q (for a listening socket: its backlog, capped by net.core.somaxconn)
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert listed[0] == "LISTEN" and int(listed[2]) == min(LISTEN_BACKLOG, somaxconn), listed
