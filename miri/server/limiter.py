@@ -23,8 +23,8 @@ to twice it), so a crowd refused at the same moment does not come back at the sa
 
 Health checks and metrics are never refused, nor are event streams (they stay open, idle, and a
 browser's EventSource does not come back after a 503); admin requests have twice the bound, so
-they are the last refused. The hot path is a dict lookup, two integer compares and a few additions per request:
-``benchmarks/limiter.py`` measures it.
+they are the last refused. The hot path is a dict lookup, two integer compares and a few additions
+per request: ``benchmarks/limiter.py`` measures it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
 # aiohttp spends on any request, a fifth of an order or less: ~10% of the worker), at least 100.
 SHED_SHARE = 0.5
 SHED_MIN = 100
-MAX_RETRY = 30  # seconds: the shortest Retry-After the pacing gives is at most this
+MAX_RETRY = 30  # seconds: the pacing's figure is at most this (the hints given, up to twice it)
 PROBE_EVERY = 0.005  # seconds between two looks at the event loop's lag
 WINDOW_SECONDS = 0.05  # a window closes after this long...
 WINDOW_SAMPLES = 20  # ...and at least this many samples
@@ -269,10 +269,11 @@ class InFlightBound:
         admitted = self.admitted
         if self._paced_at:
             seconds = max(now - self._paced_at, 1e-3)
-            refused = (shed - self._paced_shed) / seconds * int(self.retry_after) * 1.5
+            # Clients waiting: the refusals times the mean hint they got, 1.5 times the figure
+            # (see _spread); the new figure's hints average 1.5 times it too: the factors cancel.
+            refused = (shed - self._paced_shed) / seconds * int(self.retry_after)
             budget = max(SHED_MIN, SHED_SHARE * (admitted - self._paced_admitted) / seconds)
-            # the hints given average 1.5 times the pacing's figure (see _spread)
-            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(refused / budget / 1.5)))
+            wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(refused / budget)))
             if wanted != int(self.retry_after):
                 self.retry_after = str(wanted)
                 self._retry_values = _spread(wanted)
