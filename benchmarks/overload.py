@@ -416,6 +416,9 @@ async def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
+    # the revision measured is the one checked out when the run starts (a run takes minutes)
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    revision = git.stdout.strip()
     files = raise_open_files()
     connections = [int(c) for c in args.connections.split(",")]
     print(f"open-file limit {files}; load {load_average()}", flush=True)
@@ -428,12 +431,9 @@ async def main() -> None:
         if not args.no_bare:
             rows += bare_runs(connections, args.duration, Path(tmp), args.warmup)
     if args.json:
-        git = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "revision": git.stdout.strip(),
+            "revision": revision,
             "duration_s": args.duration,
             "honour_retry_after": args.honour_retry_after,
             "warmup_s": args.warmup,
