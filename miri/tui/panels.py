@@ -74,8 +74,12 @@ def bound_lines(bound: dict | None, shed_rate: float | None) -> list[Text]:
     rate = "…" if shed_rate is None else f"{shed_rate:,.0f}/s"
     lag = bound.get("lagMs")  # how late the event loop runs: a wait no handler sees
     late = "" if lag is None else f" · lag {lag:,.0f} ms"
+    if bound.get("open"):  # clients ignored Retry-After: refusing only made them spin
+        head = Text(f"bound open (Retry-After ignored) · {in_flight} busy", style="yellow")
+    else:
+        head = Text(f"bound {bound.get('limit')} {bound.get('mode')} · {in_flight} busy")
     return [
-        Text(f"bound {bound.get('limit')} {bound.get('mode')} · {in_flight} busy"),
+        head,
         Text.assemble("shed ", Text(rate, style="bold red" if shed_rate else ""), late),
     ]
 
