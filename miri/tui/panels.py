@@ -74,14 +74,11 @@ def bound_lines(bound: dict | None, shed_rate: float | None) -> list[Text]:
     rate = "…" if shed_rate is None else f"{shed_rate:,.0f}/s"
     lag = bound.get("lagMs")  # how late the event loop runs: a wait no handler sees
     late = "" if lag is None else f" · lag {lag:,.0f} ms"
+    shed = Text.assemble("shed ", Text(rate, style="bold red" if shed_rate else ""), late)
     if bound.get("open"):  # clients ignored Retry-After: refusing only made them spin
-        head = Text(f"bound open (Retry-After ignored) · {in_flight} busy", style="yellow")
-    else:
-        head = Text(f"bound {bound.get('limit')} {bound.get('mode')} · {in_flight} busy")
-    return [
-        head,
-        Text.assemble("shed ", Text(rate, style="bold red" if shed_rate else ""), late),
-    ]
+        head = Text(f"bound open · {in_flight} busy", style="yellow")
+        return [head, Text("Retry-After ignored", style="yellow"), shed]
+    return [Text(f"bound {bound.get('limit')} {bound.get('mode')} · {in_flight} busy"), shed]
 
 
 class ServerPanel(StripPanel):

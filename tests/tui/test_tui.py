@@ -576,3 +576,8 @@ async def test_server_panel_shows_the_in_flight_bound_and_the_shed_rate(settings
         rate = panel.shed_rates[found.pid]
         assert rate is not None and rate > 0  # 500 refused since the last look
         assert f"shed {rate:,.0f}/s · lag 42 ms" in screen_text(app)
+        # clients ignored Retry-After: the bound lets everyone in for a while, and says so
+        panel.servers = [dataclasses.replace(found, overload={**bound, "open": True})]
+        await pilot.pause()
+        text = screen_text(app)
+        assert "bound open · 0 busy" in text and "Retry-After ignored" in text

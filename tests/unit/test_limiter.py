@@ -176,3 +176,63 @@ def _mocked(method: str, path: str):
     from aiohttp.test_utils import make_mocked_request
 
     return make_mocked_request(method, path)
+
+
+class _Seconds:
+    """Drives ``pace`` once a second with the refusals and admissions of that second."""
+
+    def __init__(self, bound: InFlightBound) -> None:
+        self.bound, self.now = bound, 100.0
+        bound.pace(self.now)
+
+    def __call__(self, refused: int, admitted: int = 100) -> None:
+        self.now += 1.0
+        self.bound.shed_by[ORDERS] += refused
+        self.bound.admitted += admitted
+        self.bound.pace(self.now)
+
+    def open_for(self) -> int:
+        """Seconds of nobody refused until the bound refuses again."""
+        for n in range(1, 1000):
+            self(0, 5000)
+            if not self.bound.report()["open"]:
+                return n
+        raise AssertionError("the bound never closed")
+
+
+def test_clients_that_ignore_retry_after_open_the_bound_for_a_while(tmp_path: Path) -> None:
+    """Refusing a client that sends again at once only makes the worker spin: once the longest
+    hint is ignored second after second, the bound lets everyone in, then tries again."""
+    bound = _bound(tmp_path)
+    second = _Seconds(bound)
+    second(20_000)  # 20,000 refusals in a second (100 let in): the hint goes to its longest
+    assert bound.retry_after == str(limiter.MAX_RETRY)
+    for _ in range(limiter.IGNORED_SECONDS - 1):
+        second(20_000)  # told 30-60 s, and back within the second
+        assert not bound.report()["open"] and bound.limit == 512
+    second(20_000)
+    assert bound.report()["open"] and bound.limit == limiter.OPEN_LIMIT  # nobody is refused
+    assert second.open_for() == limiter.OPEN_SECONDS
+    assert bound.limit == 512 and bound.admin_limit == 1024  # refusing again, where it was
+    for _ in range(limiter.IGNORED_SECONDS + 1):  # still ignored: open again, twice as long
+        second(20_000)
+    assert bound.report()["open"]
+    assert second.open_for() == 2 * limiter.OPEN_SECONDS
+
+
+def test_clients_that_wait_as_told_never_open_the_bound(tmp_path: Path) -> None:
+    bound = _bound(tmp_path)
+    second = _Seconds(bound)
+    second(20_000)  # a crowd refused at once (a sale's opening): the longest hint
+    assert bound.retry_after == str(limiter.MAX_RETRY)
+    for _ in range(20):
+        second(40)  # they wait as told: a few refused a second, under the pacing's aim
+        assert not bound.report()["open"] and bound.limit == 512
+
+
+def test_a_fixed_bound_holds_whatever_the_clients_do(tmp_path: Path) -> None:
+    bound = _bound(tmp_path, max_in_flight="8")
+    second = _Seconds(bound)
+    for _ in range(20):
+        second(20_000)
+    assert not bound.report()["open"] and bound.limit == 8
