@@ -24,6 +24,7 @@ import pytest
 from multidict import CIMultiDict
 
 from miri.infra.processes import free_port
+from miri.server import limiter
 from miri.server.runner import LISTEN_BACKLOG
 from tests.support.goods import post_goods
 from tests.support.servers import (
@@ -361,3 +362,42 @@ async def test_the_server_listens_with_a_long_accept_queue(data_dir: Path) -> No
     # State, Recv-Q, Send-Q (for a listening socket: its backlog, capped by net.core.somaxconn)
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
     assert listed[0] == "LISTEN" and int(listed[2]) == min(LISTEN_BACKLOG, somaxconn), listed
+
+
+@pytest.mark.timeout(120)
+async def test_clients_that_resend_at_once_open_the_bound(make_client: Any) -> None:
+    """Buyers that send again the moment they are refused, whatever Retry-After says: after a few
+    seconds of that the bound stops refusing (refusals only made the worker spin) and every
+    request is answered by its handler; health says the bound is open."""
+    shop, client = await make_client(
+        max_in_flight="auto", max_in_flight_floor=2, max_in_flight_ceiling=2
+    )
+    _, seller = await add_user(shop, "seller@example.com")
+    goods_id = await post_goods(client, seller, stockQuantity=10)
+    opened = asyncio.Event()
+    statuses: list[int] = []
+
+    async def impatient() -> None:
+        while not opened.is_set():
+            async with client.get(f"/api/goods/{goods_id}/stock") as resp:
+                await resp.read()
+                statuses.append(resp.status)
+
+    async def watch() -> dict[str, Any]:
+        while True:
+            async with client.get("/api/health") as resp:
+                bound = (await resp.json())["data"]["overload"]
+            if bound["open"]:
+                opened.set()
+                return bound
+            await asyncio.sleep(0.05)
+
+    buyers = [asyncio.create_task(impatient()) for _ in range(16)]
+    bound = await asyncio.wait_for(watch(), 60)
+    await asyncio.gather(*buyers)
+    assert 503 in statuses and bound["shed"]["reads"] > 0, bound  # they were refused first
+    assert bound["retryAfter"] == limiter.MAX_RETRY, bound  # and told to wait the longest
+    answers = await asyncio.gather(*(client.get(f"/api/goods/{goods_id}/stock") for _ in range(16)))
+    assert [a.status for a in answers] == [200] * 16  # open: all of them get in
+    for a in answers:
+        a.release()
