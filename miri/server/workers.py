@@ -24,6 +24,7 @@ from pathlib import Path
 from miri.config import Settings
 from miri.infra.metrics import MULTIPROC_ENV, multiproc_dir
 from miri.infra.processes import free_port
+from miri.infra.redis import stop_embedded
 
 log = logging.getLogger("miri.server")
 READY_TIMEOUT = 60.0
@@ -146,6 +147,8 @@ def supervise(
                     w.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     w.proc.kill()
+        if not settings.redis_url:  # the workers' shared embedded server goes with them
+            stop_embedded(settings)
         if context is not None:
             context.__exit__(None, None, None)  # type: ignore[attr-defined]
         shutil.rmtree(metrics, ignore_errors=True)

@@ -29,6 +29,7 @@ async def test_two_workers_no_oversell_no_double_delivery(data_dir):
     try:
         workers = [p for p in _children(proc.pid)]
         assert len(workers) == 2
+        assert len(_redis_servers_of(data_dir)) == 1  # one embedded Redis for both
 
         # A fresh connection per request, so the kernel spreads them over both workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
@@ -48,6 +49,9 @@ async def test_two_workers_no_oversell_no_double_delivery(data_dir):
         assert health["bus"]["deadLetters"] == 0
     finally:
         assert stop_server(proc, timeout=60) == 0
+    # The embedded Redis both workers shared stops with them (it used to outlive the supervisor
+    # whenever the worker that started it was not the last to stop).
+    assert not _redis_servers_of(data_dir)
 
     served_by = {r[0] for r in query(data_dir, "SELECT DISTINCT claimed_by FROM deliveries")}
     assert served_by == {None}  # every delivery settled and its claim released
@@ -75,3 +79,18 @@ def _children(pid: int) -> list[int]:
     import psutil
 
     return [c.pid for c in psutil.Process(pid).children() if "serve" in " ".join(c.cmdline())]
+
+
+def _redis_servers_of(data_dir) -> list[int]:
+    """Live redis-server processes started for ``data_dir``."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"redis-server" in cmdline and str(data_dir).encode() in cmdline:
+            found.append(int(proc.name))
+    return found
