@@ -119,16 +119,14 @@ async def _first_event(workers: Workers, pid: int, token: str, gid: int) -> dict
     raise AssertionError("the stream ended without a ticket")
 
 
-def _stop_leftover_redis(data_dir: Path) -> None:
-    """Stop the embedded Redis of ``data_dir`` if it outlived the server: under ``--workers 2``
-    each worker can leave it to the other at shutdown (seen in about one stop in three; left to
-    the owners of miri/infra/redis.py). Not stopped, it outlives the test, and once pytest removes
-    the data dir it can no longer save and so ignores SIGTERM."""
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "redis-server" in cmd and str(data_dir) in cmd:
-            proc.terminate()
-            proc.wait(30)
+def _redis_left(data_dir: Path) -> list[int]:
+    """Embedded Redis servers of ``data_dir`` still running."""
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if "redis-server" in " ".join(proc.info["cmdline"] or [])
+        and str(data_dir) in " ".join(proc.info["cmdline"] or [])
+    ]
 
 
 def _admissions(data_dir: Path) -> dict[int, float]:
@@ -253,6 +251,7 @@ async def test_two_workers_share_one_line_and_a_restart_loses_nothing(data_dir: 
 
         # A restart of `miri serve` in the middle of the sale: new worker processes, same line.
         assert stop_server(proc, timeout=60) == 0
+        assert _redis_left(data_dir) == []  # stopped with the server: its AOF has the line
         await workers.close()
         proc, workers = await _start(data_dir, port)
         for token, pass_token in held.items():
@@ -317,4 +316,4 @@ async def test_two_workers_share_one_line_and_a_restart_loses_nothing(data_dir: 
     finally:
         await workers.close()
         assert stop_server(proc, timeout=60) == 0
-        _stop_leftover_redis(data_dir)
+        assert _redis_left(data_dir) == []  # the workers' shared Redis stopped with them
