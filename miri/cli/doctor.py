@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -29,8 +30,9 @@ def doctor(
         bool,
         typer.Option(
             "--repair",
-            help="Rewrite Redis from SQLite where they differ. Best while no server takes "
-            "orders: a reservation whose order is not committed yet would be handed back.",
+            help="Rewrite Redis from SQLite where they differ, under a new stock epoch: safe "
+            "while servers take orders (an order reserved before the repair and stored after it "
+            "is refused, so no unit is handed out twice).",
         ),
     ] = False,
     data_dir: DataDir = None,
@@ -46,9 +48,15 @@ def doctor(
     settings = settings_for(data_dir, redis_url=redis_url)
 
     async def work(shop: Shop) -> tuple[StockReport, StockReport | None]:
-        report = await shop.goods.check_stock(repair=repair)
-        after = await shop.goods.check_stock(repair=False) if repair else None
-        return report, after
+        report = await shop.goods.check_stock(repair=False)
+        if not repair:
+            return report, None
+        if not report.ok:
+            # A plain rewrite would hand back units that an order in flight on a running server
+            # holds before its row is committed; the rebuild's new epoch refuses that order.
+            rebuilt = await shop.goods.upkeep.rebuild("miri doctor --repair")
+            report = replace(report, repaired=rebuilt.repaired)
+        return report, await shop.goods.check_stock(repair=False)
 
     report, after = run(work, settings)
     data = _report(report)
