@@ -12,6 +12,7 @@ from aiosmtpd.controller import Controller
 
 from miri.config import Settings
 from miri.infra.clock import FixedClock
+from miri.infra.redis import stop_embedded
 from miri.server.app import create_app
 from miri.shop import Shop, open_shop
 from tests.support import postgres
@@ -21,6 +22,16 @@ from tests.support.shop import Inbox, free_port, make_settings
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(autouse=True)
+def _no_embedded_redis_left(tmp_path: Path) -> Iterator[None]:
+    """No test leaves an embedded Redis running. Two shops opened on one data dir in one process
+    (a test standing in for two workers) can each leave the server to the other at close, as
+    `serve --workers N` does, which stops it itself (``stop_embedded``)."""
+    yield
+    for registry in tmp_path.glob("**/redis/miri.rdb.settings"):
+        stop_embedded(make_settings(registry.parent.parent))
 
 
 ENGINES = ("sqlite", "postgresql")
