@@ -330,12 +330,17 @@ def summarise(name: str, connections: int, duration: int, wrk: dict, cpu: float)
 async def shop_runs(
     bound: str, connections: list[int], duration: int, honour: bool, root: Path, warmup: int
 ) -> list[dict]:
-    data_dir = root / f"shop-{bound}"
+    # "auto:3": the bound auto, with Retry-After at least 3 s (MIRI_OVERLOAD_RETRY_AFTER)
+    mode, _, retry = bound.partition(":")
+    name = bound.replace(":", "-ra")
+    data_dir = root / f"shop-{name}"
     tokens, [warm, *goods] = await prepare(data_dir, len(connections) + 1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**SERVER_ENV, "MIRI_MAX_IN_FLIGHT": bound}
-    proc = serving.start_serve(data_dir, port, env=env, log=root / f"serve-{bound}.log")
+    env = {**SERVER_ENV, "MIRI_MAX_IN_FLIGHT": mode}
+    if retry:
+        env["MIRI_OVERLOAD_RETRY_AFTER"] = retry
+    proc = serving.start_serve(data_dir, port, env=env, log=root / f"serve-{name}.log")
     rows = []
     try:
         if warmup:  # a fresh server's first seconds (caches, allocator) belong to no run
@@ -407,7 +412,9 @@ def line(row: dict) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", default="256,2000,5000")
-    parser.add_argument("--bounds", default="off,auto")
+    parser.add_argument(
+        "--bounds", default="off,auto", help="off, auto or N; auto:S sets Retry-After at least S s"
+    )
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--honour-retry-after", action="store_true")
     parser.add_argument("--no-bare", action="store_true")
