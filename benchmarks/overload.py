@@ -63,6 +63,14 @@ SERVER_ENV = {
     "MIRI_LOG_LEVEL": "WARNING",
 }
 
+# Settings a bound in --bounds may change for its server: auto@retry=3 compares hints in one run.
+VARIANT_SETTINGS = {
+    "retry": "MIRI_OVERLOAD_RETRY_AFTER",
+    "latency": "MIRI_MAX_IN_FLIGHT_LATENCY",
+    "floor": "MIRI_MAX_IN_FLIGHT_FLOOR",
+    "ceiling": "MIRI_MAX_IN_FLIGHT_CEILING",
+}
+
 LUA = r"""
 local reqs, n, i = {}, 0, 0
 counts = {}
@@ -330,16 +338,17 @@ def summarise(name: str, connections: int, duration: int, wrk: dict, cpu: float)
 async def shop_runs(
     bound: str, connections: list[int], duration: int, honour: bool, root: Path, warmup: int
 ) -> list[dict]:
-    # "auto:3": the bound auto, with Retry-After at least 3 s (MIRI_OVERLOAD_RETRY_AFTER)
-    mode, _, retry = bound.partition(":")
-    name = bound.replace(":", "-ra")
+    # "auto@retry=3@latency=0.04": the bound auto, with settings of its own (VARIANT_SETTINGS)
+    mode, *changes = bound.split("@")
+    name = bound.replace("@", "-").replace("=", "")
     data_dir = root / f"shop-{name}"
     tokens, [warm, *goods] = await prepare(data_dir, len(connections) + 1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**SERVER_ENV, "MIRI_MAX_IN_FLIGHT": mode}
-    if retry:
-        env["MIRI_OVERLOAD_RETRY_AFTER"] = retry
+    for change in changes:
+        key, _, value = change.partition("=")
+        env[VARIANT_SETTINGS[key]] = value
     proc = serving.start_serve(data_dir, port, env=env, log=root / f"serve-{name}.log")
     rows = []
     try:
@@ -413,7 +422,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", default="256,2000,5000")
     parser.add_argument(
-        "--bounds", default="off,auto", help="off, auto or N; auto:S sets Retry-After at least S s"
+        "--bounds",
+        default="off,auto",
+        help="off, auto or N; auto@retry=3@latency=0.04@floor=N@ceiling=N: changed settings",
     )
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--honour-retry-after", action="store_true")
