@@ -442,9 +442,11 @@ async def main() -> None:
     print(f"open-file limit {files}; load {load_average()}", flush=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="miri-overload-") as tmp:
-        for bound in args.bounds.split(","):
+        for n, bound in enumerate(args.bounds.split(",")):  # a bound may be listed twice
+            root = Path(tmp) / str(n)
+            root.mkdir()
             rows += await shop_runs(
-                bound, connections, args.duration, args.honour_retry_after, Path(tmp), args.warmup
+                bound, connections, args.duration, args.honour_retry_after, root, args.warmup
             )
         if not args.no_bare:
             rows += bare_runs(connections, args.duration, Path(tmp), args.warmup)
