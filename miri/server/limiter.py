@@ -178,7 +178,6 @@ class InFlightBound:
         "_ignored",
         "_open_until",
         "_open_for",
-        "_floor_rate",
     )
 
     def __init__(self, config: BoundSettings) -> None:
@@ -191,8 +190,6 @@ class InFlightBound:
         self._ignored = 0  # paced seconds in a row with the hints ignored
         self._open_until = 0.0  # while open: when to try refusing again (0: refusing)
         self._open_for = OPEN_SECONDS
-        # requests a second the bound admits at its floor, each taking the whole latency budget
-        self._floor_rate = config.floor / config.latency
         self.lag = 0.0  # seconds: how late the last probe woke (the wait before the middleware)
         self._lag_sum = 0.0
         self._lag_count = 0
@@ -297,10 +294,11 @@ class InFlightBound:
             # (see _spread); the new figure's hints average 1.5 times it too: the factors cancel.
             refused = (shed - self._paced_shed) / seconds * int(self.retry_after)
             # After a quiet spell (a sale's opening) last second's admissions say nothing of what
-            # the worker can do: count at least what its floor admits within the latency budget,
-            # or the whole opening crowd is told the longest hint (measured: 4,800 of 5,000
-            # connections sent away for 30-60 s while the worker served the other 141).
-            admitted_per_s = max((admitted - self._paced_admitted) / seconds, self._floor_rate)
+            # the worker can do: count at least what its floor admits at the latency measured (or
+            # the budget, if less), or the whole opening crowd is told the longest hint
+            # (measured: 4,800 of 5,000 connections sent away for 30-60 s).
+            floor_rate = self.floor / max(self._long, self.latency)
+            admitted_per_s = max((admitted - self._paced_admitted) / seconds, floor_rate)
             budget = max(SHED_MIN, SHED_SHARE * admitted_per_s)
             wanted = max(self._min_retry, min(MAX_RETRY, math.ceil(refused / budget)))
             if self.adaptive:  # a fixed bound is the operator's: it holds whatever clients do
