@@ -58,9 +58,8 @@ CLASSES = ("orders", "reads", "admin", "other", "streams")
 
 ADMIN_FACTOR = 2  # admin requests are admitted up to twice the bound
 # Refusals per second a worker aims at: a tenth of its admitted requests, at least 100. A refusal
-# costs more than its own CPU (measured in pairs at 2,000 connections: aiming at a tenth took
-# 13-30% more orders/s than aiming at half), and a client that waits out a longer hint costs
-# nothing.
+# costs more than its own CPU (in pairs at 2,000 connections, aiming at a tenth took 11-30% more
+# orders/s than aiming at half, four of four), and a client waiting out a longer hint costs nothing.
 SHED_SHARE = 0.1
 SHED_MIN = 100
 MAX_RETRY = 30  # seconds: the pacing's figure is at most this (the hints given, up to twice it)
