@@ -50,7 +50,7 @@ from miri.domain.views.orders import OrderViews
 from miri.domain.views.sales import SalesViews
 from miri.infra import secrets
 from miri.infra.breakers import Breakers
-from miri.infra.bus import Bus, Handler
+from miri.infra.bus import Batched, Bus, Handler
 from miri.infra.clock import Clock, SystemClock
 from miri.infra.crypto import FieldCipher, decode_key
 from miri.infra.database import Database, open_database
@@ -78,11 +78,21 @@ def event_handlers(
     return {
         # An order was stored: payments opens a payment per item; the provider begins (the
         # simulated buyer walks it; a checkout waits for the buyer).
-        OrderPlaced: [("payments", payments.on_order_placed)],
+        # A sale's events come by the thousand: ``Batched`` consumers take those of one claim
+        # in one call (one write for them all).
+        OrderPlaced: [
+            ("payments", Batched(payments.on_order_placed, payments.on_orders_placed)),
+        ],
         # The walk ended: paid, the item is COMPLETED ...
         PaymentCompleted: [
-            ("orders", orders.outcomes.on_payment_completed),
-            ("mail", mail.on_payment_completed),  # "order confirmed"
+            (
+                "orders",
+                Batched(
+                    orders.outcomes.on_payment_completed, orders.outcomes.on_payments_completed
+                ),
+            ),
+            # "order confirmed"
+            ("mail", Batched(mail.on_payment_completed, mail.on_payments_completed)),
         ],
         # ... or abandoned: the item is CANCELED and its stock goes back.
         PaymentAborted: [("orders", orders.outcomes.on_payment_aborted)],

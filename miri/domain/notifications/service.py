@@ -10,13 +10,13 @@ Message-ID made from the event id, so the buyer's mail client shows it once.)
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol
 
 from miri.domain.errors import NotFound
 from miri.domain.events import (
-    Event,
     ItemShipped,
     PasswordResetRequested,
     PaymentCompleted,
@@ -30,14 +30,6 @@ from miri.infra.mail import Mailer
 
 RESET_CONTEXT = "password-reset"
 Letter = tuple[str, str] | None  # subject, body; None: nothing to tell after all
-
-
-class Buyer(Protocol):
-    @property
-    def email(self) -> str: ...
-
-    @property
-    def user_name(self) -> str: ...
 
 
 class Item(Protocol):
@@ -55,15 +47,59 @@ class Item(Protocol):
 
 
 class People(Protocol):
-    async def profile(self, user_id: int) -> Buyer: ...
+    async def emails(self, user_ids: Collection[int]) -> dict[int, str]: ...
 
 
 class Items(Protocol):
-    async def get(self, user_id: int | None, order_item_id: int) -> Item: ...
+    async def items(self, order_item_ids: Collection[int]) -> Mapping[int, Item]: ...
 
 
 def won(amount: int) -> str:
     return f"{amount:,} won"
+
+
+def _item(event: Any, items: Mapping[int, Item]) -> Item:
+    item = items.get(event.order_item_id)
+    if item is None:
+        raise NotFound(f"no order item {event.order_item_id}")
+    return item
+
+
+def confirmation(event: PaymentCompleted, items: Mapping[int, Item]) -> Letter:
+    item = _item(event, items)
+    # Orders may not have marked it COMPLETED yet (both consumers get the event); only an item
+    # canceled before its payment landed is not confirmed: the refund mail tells.
+    if item.order_status == "CANCELED":
+        return None
+    return (
+        f"Order confirmed: {item.goods_name}",
+        f"Your payment is complete and your order is confirmed.\n\n"
+        f"  Order item:  {event.order_item_id} (order {event.order_id})\n"
+        f"  Goods:       {item.goods_name} x {item.quantity}\n"
+        f"  Paid:        {won(item.sub_total_price)}\n\n"
+        "We will mail you the tracking number when it ships.\n",
+    )
+
+
+def shipped(event: ItemShipped, items: Mapping[int, Item]) -> Letter:
+    item = _item(event, items)
+    return (
+        f"Shipped: {item.goods_name}",
+        f"Your order item {event.order_item_id} is on its way.\n\n"
+        f"  Goods:            {item.goods_name} x {item.quantity}\n"
+        f"  Carrier:          {event.carrier}\n"
+        f"  Tracking number:  {event.tracking_number}\n",
+    )
+
+
+def refunded(event: PaymentRefunded, items: Mapping[int, Item]) -> Letter:
+    item = _item(event, items)
+    return (
+        f"Refunded: {item.goods_name}",
+        f"We gave back {won(event.amount)} for order item {event.order_item_id}"
+        f" ({item.goods_name} x {item.quantity}).\n\n"
+        "Depending on your card issuer it shows on your statement within a few days.\n",
+    )
 
 
 class Notifications:
@@ -87,50 +123,20 @@ class Notifications:
         self._reset_minutes = reset_minutes
 
     async def on_payment_completed(self, event: PaymentCompleted) -> None:
-        async def letter() -> Letter:
-            item = await self._items.get(None, event.order_item_id)
-            # Orders may not have marked it COMPLETED yet (both consumers get the event); only an
-            # item canceled before its payment landed is not confirmed: the refund mail tells.
-            if item.order_status == "CANCELED":
-                return None
-            return (
-                f"Order confirmed: {item.goods_name}",
-                f"Your payment is complete and your order is confirmed.\n\n"
-                f"  Order item:  {event.order_item_id} (order {event.order_id})\n"
-                f"  Goods:       {item.goods_name} x {item.quantity}\n"
-                f"  Paid:        {won(item.sub_total_price)}\n\n"
-                "We will mail you the tracking number when it ships.\n",
-            )
+        await self.on_payments_completed([event])
 
-        await self._once(event, "order-confirmed", event.user_id, letter)
+    async def on_payments_completed(self, events: Sequence[PaymentCompleted]) -> None:
+        """A sale's confirmations: three reads and one write for the lot, not per mail."""
+        await self._send(events, "order-confirmed", confirmation)
 
     async def on_item_shipped(self, event: ItemShipped) -> None:
-        async def letter() -> Letter:
-            item = await self._items.get(None, event.order_item_id)
-            return (
-                f"Shipped: {item.goods_name}",
-                f"Your order item {event.order_item_id} is on its way.\n\n"
-                f"  Goods:            {item.goods_name} x {item.quantity}\n"
-                f"  Carrier:          {event.carrier}\n"
-                f"  Tracking number:  {event.tracking_number}\n",
-            )
-
-        await self._once(event, "shipped", event.user_id, letter)
+        await self._send([event], "shipped", shipped)
 
     async def on_payment_refunded(self, event: PaymentRefunded) -> None:
-        async def letter() -> Letter:
-            item = await self._items.get(None, event.order_item_id)
-            return (
-                f"Refunded: {item.goods_name}",
-                f"We gave back {won(event.amount)} for order item {event.order_item_id}"
-                f" ({item.goods_name} x {item.quantity}).\n\n"
-                "Depending on your card issuer it shows on your statement within a few days.\n",
-            )
-
-        await self._once(event, "refunded", event.user_id, letter)
+        await self._send([event], "refunded", refunded)
 
     async def on_password_reset(self, event: PasswordResetRequested) -> None:
-        async def letter() -> Letter:
+        def letter(event: PasswordResetRequested, items: Mapping[int, Item]) -> Letter:
             token = self._cipher.decrypt(base64.b64decode(event.token_enc), RESET_CONTEXT)
             return (
                 "Reset your Miri password",
@@ -140,25 +146,57 @@ class Notifications:
                 " this mail: your password stays as it is.\n",
             )
 
-        await self._once(event, "password-reset", event.user_id, letter)
+        await self._send([event], "password-reset", letter, about_items=False)
 
-    async def _once(
-        self, event: Event, kind: str, user_id: int, letter: Callable[[], Awaitable[Letter]]
+    async def _send(
+        self,
+        events: Sequence[Any],
+        kind: str,
+        letter: Callable[[Any, Mapping[int, Item]], Letter],
+        *,
+        about_items: bool = True,
     ) -> None:
-        """Send ``letter`` to the user unless this event's mail went out already."""
-        if await self._db.read(lambda c: store.sent(c, event.event_id, kind)):
-            return
-        written: Letter = None
-        try:
-            to = (await self._people.profile(user_id)).email
-        except NotFound:  # the account is gone: nobody to tell
-            pass
-        else:
-            written = await letter()
-        if written is not None:
-            subject, body = written
-            await self._mailer.send(to, subject, body, message_id=f"<{event.event_id}.{kind}@miri>")
-        now = self._clock.timestamp()
+        """Mail each event's ``letter`` to its user, unless its mail went out already.
 
+        Every mail that went out is recorded, even when others of the batch failed; then the
+        first failure is raised, and the bus delivers the events again one by one (those
+        recorded send nothing).
+        """
+        ids = [e.event_id for e in events]
+        done = await self._db.read(lambda c: store.sent_of(c, ids, kind))
+        todo = [e for e in events if e.event_id not in done]
+        if not todo:
+            return
+        emails = await self._people.emails({e.user_id for e in todo})
+        # An account that is gone has nobody to tell: its events are done without a mail.
+        todo_for_someone = [e for e in todo if e.user_id in emails]
+        items = (
+            await self._items.items({e.order_item_id for e in todo_for_someone})
+            if about_items and todo_for_someone
+            else {}
+        )
+        errors: dict[str, BaseException] = {}
+        mails = []
+        for e in todo_for_someone:
+            try:
+                written = letter(e, items)
+            except Exception as exc:  # noqa: BLE001 - this event fails; the others go on
+                errors[e.event_id] = exc
+                continue
+            if written is not None:
+                subject, body = written
+                message_id = f"<{e.event_id}.{kind}@miri>"
+                mails.append(
+                    (e, self._mailer.send(emails[e.user_id], subject, body, message_id=message_id))
+                )
+        results = await asyncio.gather(*(send for _, send in mails), return_exceptions=True)
+        for (e, _), result in zip(mails, results, strict=True):
+            if isinstance(result, BaseException):
+                errors[e.event_id] = result
+        now = self._clock.timestamp()
+        sent = [e.event_id for e in todo if e.event_id not in errors]
         # mail_log is this consumer's mark of a handled event (the others keep handled_events).
-        await self._db.write(lambda c: store.mark_sent(c, event.event_id, kind, now))
+        if sent:
+            await self._db.write(lambda c: store.mark_all_sent(c, sent, kind, now))
+        if errors:
+            raise next(iter(errors.values()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from miri.domain.events import OrderItemCanceled, PaymentAborted, PaymentCompleted
 from miri.domain.orders import store
@@ -24,25 +25,34 @@ class PaymentOutcomes:
         self._clock = clock
 
     async def on_payment_completed(self, event: PaymentCompleted) -> None:
+        await self.on_payments_completed([event])
+
+    async def on_payments_completed(self, events: Sequence[PaymentCompleted]) -> None:
+        """Each paid item COMPLETED, all in one write."""
         now = self._clock.timestamp()
 
-        def complete(conn: sqlite3.Connection) -> None:
-            if not self._bus.first_time(conn, HANDLED_COMPLETED, event.event_id):
-                return
-            if not store.complete_item(conn, event.order_item_id, now):
-                # Paid for an item that expired or was canceled meanwhile: give the money back.
-                self._bus.record(
-                    conn,
-                    OrderItemCanceled(
-                        order_item_id=event.order_item_id,
-                        order_id=event.order_id,
-                        user_id=event.user_id,
-                        reason="late-payment",
-                    ),
-                )
+        def complete(conn: sqlite3.Connection) -> bool:
+            canceled = False
+            for event in events:
+                if not self._bus.first_time(conn, HANDLED_COMPLETED, event.event_id):
+                    continue
+                if not store.complete_item(conn, event.order_item_id, now):
+                    # Paid for an item that expired or was canceled meanwhile: the money goes
+                    # back.
+                    canceled = True
+                    self._bus.record(
+                        conn,
+                        OrderItemCanceled(
+                            order_item_id=event.order_item_id,
+                            order_id=event.order_id,
+                            user_id=event.user_id,
+                            reason="late-payment",
+                        ),
+                    )
+            return canceled
 
-        await self._db.write(complete)
-        self._bus.notify()
+        if await self._db.write(complete):
+            self._bus.notify()
 
     async def on_payment_aborted(self, event: PaymentAborted) -> None:
         now = self._clock.timestamp()

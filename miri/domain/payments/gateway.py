@@ -14,6 +14,7 @@ class PaymentRequest:
     order_item_id: int
     user_id: int
     amount: int
+    order_id: int
 
 
 class PaymentGateway(Protocol):

@@ -78,9 +78,10 @@ class WebhookRefused(ValidationFailed):
 class PaymentProvider(Protocol):
     name: str
 
-    async def begin(self, opened: Sequence[tuple[PaymentRequest, str]], order_id: int) -> None:
-        """An order's payments were opened (each with the status it is at). The simulated buyer
-        walks them now; a hosted checkout waits for the buyer to open a session."""
+    async def begin(self, opened: Sequence[tuple[PaymentRequest, str]]) -> None:
+        """Payments were opened, of one order or of many (each with the status it is at). The
+        simulated buyer walks them now; a hosted checkout waits for the buyer to open a
+        session."""
 
     async def open_checkout(self, request: CheckoutRequest) -> CheckoutSession:
         """A new checkout session at the provider; raises ``InvalidState`` if it has none."""

@@ -99,21 +99,27 @@ class PaymentService:
     # -- events from orders ---------------------------------------------------------------------
     async def on_order_placed(self, event: OrderPlaced) -> None:
         """Open one payment per item, then let the provider begin (the simulated buyer walks)."""
+        await self.on_orders_placed([event])
+
+    async def on_orders_placed(self, events: Sequence[OrderPlaced]) -> None:
+        """``on_order_placed`` for many orders: their payments open in one write."""
         now = self._clock.timestamp()
 
         def open_payments(conn: sqlite3.Connection) -> list[tuple[PaymentRequest, str]]:
-            if not self._bus.first_time(conn, HANDLED_PLACED, event.event_id):
-                # Seen before: resume whatever is still open (a crash mid-walk), start nothing new.
-                return store.still_open(conn, event.order_id)
             opened = []
-            for item in event.items:
-                request = store.open_payment(conn, item, event.order_id, event.user_id, now)
-                if request is not None:
-                    opened.append((request, store.SCREEN_ENTERED))
+            for event in events:
+                if not self._bus.first_time(conn, HANDLED_PLACED, event.event_id):
+                    # Seen before: resume what is still open (a crash mid-walk), open nothing new.
+                    opened += store.still_open(conn, event.order_id)
+                    continue
+                for item in event.items:
+                    request = store.open_payment(conn, item, event.order_id, event.user_id, now)
+                    if request is not None:
+                        opened.append((request, store.SCREEN_ENTERED))
             return opened
 
         opened = await self._db.write(open_payments)
-        await self.provider.begin(opened, event.order_id)
+        await self.provider.begin(opened)
 
     async def on_item_canceled(self, event: OrderItemCanceled) -> None:
         """Expiry → PAYMENT_ABORTED (nothing was taken); a buyer's cancel or a late payment →

@@ -44,17 +44,17 @@ def open_payment(
     ).fetchone()
     if row is None:
         return None
-    return PaymentRequest(row[0], item.order_item_id, user_id, amount)
+    return PaymentRequest(row[0], item.order_item_id, user_id, amount, order_id)
 
 
 def still_open(conn: sqlite3.Connection, order_id: int) -> list[tuple[PaymentRequest, str]]:
     """The order's payments not settled yet, each with where its walk stopped."""
     rows = conn.execute(
-        "SELECT id, order_item_id, user_id, amount, status FROM payments"
+        "SELECT id, order_item_id, user_id, amount, order_id, status FROM payments"
         f" WHERE order_id = ? AND status IN {_in(OPEN)}",
         (order_id, *OPEN),
     ).fetchall()
-    return [(PaymentRequest(*r[:4]), r[4]) for r in rows]
+    return [(PaymentRequest(*r[:5]), r[5]) for r in rows]
 
 
 def move(

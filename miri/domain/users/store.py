@@ -7,6 +7,7 @@ the shop touches these tables.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from miri.domain.errors import EmailTaken, ValidationFailed
@@ -97,6 +98,16 @@ def credentials(conn: sqlite3.Connection, email_index: bytes) -> Row | None:
 
 def user(conn: sqlite3.Connection, user_id: int) -> Row | None:
     return conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+
+
+def emails(conn: sqlite3.Connection, user_ids: Sequence[int]) -> list[Row]:
+    """``(id, email_enc)`` of each of these users that exists."""
+    if not user_ids:
+        return []
+    marks = ", ".join("?" * len(user_ids))
+    return conn.execute(
+        f"SELECT id, email_enc FROM users WHERE id IN ({marks})", tuple(user_ids)
+    ).fetchall()
 
 
 def password_hash(conn: sqlite3.Connection, user_id: int) -> str | None:

@@ -16,7 +16,7 @@ reaping dead workers), ``owners`` (worker ids, and whether their process is gone
 """
 
 from miri.infra.bus.bus import Bus
-from miri.infra.bus.subscriptions import Handler
+from miri.infra.bus.subscriptions import Batched, Handler
 from miri.infra.bus.views import BusViews
 
-__all__ = ["Bus", "BusViews", "Handler"]
+__all__ = ["Batched", "Bus", "BusViews", "Handler"]

@@ -27,7 +27,7 @@ from miri.config import Settings
 from miri.domain.events import Event
 from miri.infra.bus import sqlite_store, stores
 from miri.infra.bus.owners import owner_is_dead
-from miri.infra.bus.subscriptions import Subscriptions
+from miri.infra.bus.subscriptions import Batched, Subscriptions
 from miri.infra.database import BACKGROUND, Database
 
 log = logging.getLogger("miri.infra.bus")
@@ -222,8 +222,8 @@ class Dispatcher:
         except BaseException:
             self._outcomes = outcomes + self._outcomes  # recorded by a later tick
             raise
-        for claim in claims:
-            task = asyncio.create_task(self._deliver(claim))
+        for work in self._group(claims):
+            task = asyncio.create_task(self._deliver(work))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if not claims and not self._tasks and not self._outcomes:
@@ -251,27 +251,78 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - leases end by themselves; this only hurries them
             log.warning("bus could not release its claims on stop: %s", exc)
 
-    # -- one delivery ---------------------------------------------------------------------------
-    async def _deliver(self, claim: Claim) -> None:
-        error: str | None = claim.error
-        if error is None:
+    # -- delivery -------------------------------------------------------------------------------
+    def _group(self, claims: list[Claim]) -> list[Claim | list[Claim]]:
+        """Each claim on its own, except those a ``Batched`` handler takes together."""
+        work: list[Claim | list[Claim]] = []
+        batches: dict[tuple[str, str], list[Claim]] = {}
+        for claim in claims:
             handler = self.subscriptions.handler(claim.consumer, claim.type_name)
-            if handler is None:
-                error = f"no handler in {claim.consumer} for {claim.type_name}"
+            if claim.error is None and isinstance(handler, Batched):
+                batches.setdefault((claim.consumer, claim.type_name), []).append(claim)
             else:
-                limit = asyncio.timeout(self.handler_timeout)
-                try:
-                    async with limit:
-                        await handler(claim.event)  # type: ignore[arg-type]
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if current is None or current.cancelling():
-                        raise  # stop() is cutting us short: the claim is released, not failed
-                    error = "CancelledError: the handler was cancelled"
-                except Exception as exc:  # noqa: BLE001 - a failing handler is retried, not fatal
-                    error = f"{exc.__class__.__name__}: {exc}"[:ERROR_LIMIT]
-                    if limit.expired():
-                        error = f"timed out after {self.handler_timeout:g} s"
+                work.append(claim)
+        work += [batch[0] if len(batch) == 1 else batch for batch in batches.values()]
+        return work
+
+    async def _deliver(self, work: Claim | list[Claim]) -> None:
+        if isinstance(work, Claim):
+            self._record(work, await self._run(work))
+        else:
+            error = await self._run_batch(work)
+            if error is None:
+                for claim in work:
+                    self._record(claim, None)
+            else:
+                first = work[0]
+                log.info(
+                    "bus: %s failed a batch of %d %s (%s); delivering them one by one",
+                    first.consumer,
+                    len(work),
+                    first.type_name,
+                    error,
+                )
+                for claim in work:  # in order: each event alone, as if never batched
+                    self._record(claim, await self._run(claim))
+        # Free this delivery's room before waking the pump: the task's done callback runs only
+        # after the pump's wake-up, and a pump that saw no room would sleep a whole poll
+        # interval with nothing left to kick it.
+        current = asyncio.current_task()
+        if current is not None:
+            self._tasks.discard(current)
+        self.kick()
+
+    async def _run(self, claim: Claim) -> str | None:
+        """Run one claim's handler; its error, or None when it succeeded."""
+        if claim.error is not None:
+            return claim.error
+        handler = self.subscriptions.handler(claim.consumer, claim.type_name)
+        if handler is None:
+            return f"no handler in {claim.consumer} for {claim.type_name}"
+        return await self._call(handler, claim.event)
+
+    async def _run_batch(self, claims: list[Claim]) -> str | None:
+        handler = self.subscriptions.handler(claims[0].consumer, claims[0].type_name)
+        assert isinstance(handler, Batched)
+        return await self._call(handler.many, [claim.event for claim in claims])
+
+    async def _call(self, handler: Callable[[Any], Awaitable[None]], arg: Any) -> str | None:
+        limit = asyncio.timeout(self.handler_timeout)
+        try:
+            async with limit:
+                await handler(arg)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # stop() is cutting us short: the claim is released, not failed
+            return "CancelledError: the handler was cancelled"
+        except Exception as exc:  # noqa: BLE001 - a failing handler is retried, not fatal
+            if limit.expired():
+                return f"timed out after {self.handler_timeout:g} s"
+            return f"{exc.__class__.__name__}: {exc}"[:ERROR_LIMIT]
+        return None
+
+    def _record(self, claim: Claim, error: str | None) -> None:
         if error is None:
             self.delivered += 1
         else:
@@ -285,13 +336,6 @@ class Dispatcher:
                 error,
             )
         self._outcomes.append((claim, error))
-        # Free this delivery's room before waking the pump: the task's done callback runs only
-        # after the pump's wake-up, and a pump that saw no room would sleep a whole poll
-        # interval with nothing left to kick it.
-        current = asyncio.current_task()
-        if current is not None:
-            self._tasks.discard(current)
-        self.kick()
 
     # -- in the writer --------------------------------------------------------------------------
     def settle_and_claim(

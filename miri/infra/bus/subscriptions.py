@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from miri.domain.events import Event
 
-Handler = Callable[[Event], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[None]]
+ManyHandler = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """A handler that also takes its events many at a time: one write for a sale's thousands.
+
+    ``many`` must be all-or-nothing per event, as ``one`` is (each event's mark and effect in
+    one commit, or a repeat that does nothing): when it raises, the dispatcher delivers the
+    same events one by one through ``one``, so a single bad event fails alone.
+    """
+
+    one: Handler
+    many: ManyHandler
+
+    async def __call__(self, event: Event) -> None:
+        await self.one(event)
 
 
 class Subscriptions:

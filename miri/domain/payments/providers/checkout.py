@@ -91,7 +91,7 @@ class CheckoutTestProvider:
         self._secret = secret
 
     # -- the shop's side: what any provider's adapter does --------------------------------------
-    async def begin(self, opened: Sequence[tuple[PaymentRequest, str]], order_id: int) -> None:
+    async def begin(self, opened: Sequence[tuple[PaymentRequest, str]]) -> None:
         return None  # the buyer opens a session and pays on the checkout page
 
     async def open_checkout(self, request: CheckoutRequest) -> CheckoutSession:

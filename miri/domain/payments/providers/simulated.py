@@ -6,7 +6,6 @@ webhooks, and a refund takes nothing back from anyone. For benchmarks and demos.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 from miri.domain.errors import InvalidState
@@ -28,8 +27,8 @@ class SimulatedProvider:
     def __init__(self, walk: Checkout) -> None:
         self.walk = walk
 
-    async def begin(self, opened: Sequence[tuple[PaymentRequest, str]], order_id: int) -> None:
-        await asyncio.gather(*(self.walk.walk(r, order_id, at) for r, at in opened))
+    async def begin(self, opened: Sequence[tuple[PaymentRequest, str]]) -> None:
+        await self.walk.walk(opened)
 
     async def open_checkout(self, request: CheckoutRequest) -> CheckoutSession:
         raise InvalidState(
