@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from miri.domain.events import ItemShipped
+from miri.domain.events import ItemShipped, PaymentCompleted
 from miri.server.app import create_app
 from miri.shop import open_shop
 from tests.support.shop import Inbox, add_user, bearer, free_port, make_settings
@@ -258,3 +258,37 @@ async def test_password_reset_is_rate_limited_alike(make_client):
             assert (await ask_reset(client, email)).status == 200
         resp = await ask_reset(client, email)
         assert resp.status == 429 and resp.headers["Retry-After"]
+
+
+async def test_a_batch_with_one_refused_mail_sends_each_once(mail_client, mail_shop, smtp):
+    """The bus hands the mail consumer a sale's confirmations many at a time. One refused mail
+    fails the batch, but the mails that went out are recorded: delivered again, one by one (as
+    the bus does after a failed batch), each buyer has exactly one mail per event."""
+    sale = await paid_item(mail_shop, mail_client)
+    buyer = await mail_shop.users.find("buyer@example.com")
+    _, other = await add_user(mail_shop, "other@example.com")
+    other_id = (await mail_shop.users.find("other@example.com")).user_id
+    resp = await mail_client.post(
+        "/api/auth/orders",
+        json={"goodsId": 1, "quantity": 1, "address": "Busan 7"},
+        headers=bearer(other),
+    )
+    other_item = (await resp.json())["data"]["items"][0]["orderDetailId"]
+    assert await mail_shop.bus.drain(timeout=20)
+    before = len(smtp.messages)
+    events = [
+        PaymentCompleted(order_item_id=sale["item"], order_id=1, user_id=buyer.user_id),
+        PaymentCompleted(order_item_id=other_item, order_id=2, user_id=other_id),
+    ]
+    smtp.refuse_once.add("buyer@example.com")
+    with pytest.raises(Exception, match="550|refused"):
+        await mail_shop.mail.on_payments_completed(events)
+    got = smtp.messages[before:]
+    assert [m["To"] for m in got] == ["other@example.com"]  # the refused one is not recorded
+    for event in events:  # the bus's one-by-one delivery after the failed batch
+        await mail_shop.mail.on_payment_completed(event)
+    await mail_shop.mail.on_payments_completed(events)  # and a repeat of the whole batch
+    got = smtp.messages[before:]
+    assert sorted(m["Message-ID"] for m in got) == sorted(
+        f"<{e.event_id}.order-confirmed@miri>" for e in events
+    )

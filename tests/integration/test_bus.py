@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pytest
 
 from miri.config import Settings
 from miri.domain.events import Event
-from miri.infra.bus import Bus
+from miri.infra.bus import Batched, Bus
 from miri.infra.bus.owners import owner_is_dead
 from miri.infra.database import Database, open_database
 from miri.infra.metrics import ShopMetrics
@@ -211,6 +211,67 @@ async def test_always_failing_handler_is_dead_lettered_then_replayed(bus: Bus, d
     assert await bus.drain(10)
     assert runs[event.event_id] == 4
     assert (await bus.views.status())["deadLetters"] == 0 and await bus.views.dead_letters() == []
+
+
+async def test_a_batched_consumer_takes_a_claim_s_events_in_one_call(bus: Bus, db: Database):
+    sizes: list[int] = []
+    calls: Counter = Counter()
+    one = effect_handler(bus, "payments", calls)
+
+    async def many(events: Sequence[Event]) -> None:
+        sizes.append(len(events))
+
+        def job(conn: sqlite3.Connection) -> None:
+            for event in events:
+                if bus.first_time(conn, "payments", event.event_id):
+                    conn.execute(
+                        "INSERT INTO test_effects VALUES ('payments', ?, ?)",
+                        (event.event_id, event.n),
+                    )
+
+        await bus.db.write(job)
+
+    bus.subscribe("payments", BusTestPing, Batched(one, many))
+    sent = [BusTestPing(n=i) for i in range(40)]
+    await publish(bus, *sent)
+    assert await bus.drain(10)
+    assert sum(sizes) == 40 and max(sizes) > 1  # claimed together, handled together
+    assert calls == Counter()  # never one by one
+    assert sorted(e for _, e in await effects(db)) == sorted(e.event_id for e in sent)
+    done = await rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'DONE'")
+    assert done[0][0] == 40
+
+
+async def test_a_failing_batch_is_delivered_one_by_one(bus: Bus, db: Database):
+    """One bad event fails its batch; the others then take effect alone, the bad one is
+    retried alone until it is a dead letter."""
+    calls: Counter = Counter()
+    handle = effect_handler(bus, "payments", calls)
+    batches = 0
+
+    async def one(event: Event) -> None:
+        if event.n == 3:
+            raise RuntimeError("bad event")
+        await handle(event)
+
+    async def many(events: Sequence[Event]) -> None:
+        nonlocal batches
+        batches += 1
+        for event in events:
+            await one(event)  # effects before the bad one are kept: each is marked once
+
+    bus.subscribe("payments", BusTestPing, Batched(one, many))
+    sent = [BusTestPing(n=i) for i in range(10)]
+    await publish(bus, *sent)
+    assert await bus.drain(10)
+    assert batches >= 1
+    effected = sorted(e for _, e in await effects(db))
+    assert effected == sorted(e.event_id for e in sent if e.n != 3)  # each once
+    [dead] = await bus.views.dead_letters()
+    assert dead["payload"]["n"] == 3 and dead["attempts"] == 3
+    assert dead["lastError"] == "RuntimeError: bad event"
+    done = await rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'DONE'")
+    assert done[0][0] == 9
 
 
 async def test_replay_all(bus: Bus, db: Database):

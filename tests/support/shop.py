@@ -46,6 +46,16 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[Any] = []
+        self.refuse_once: set[str] = set()  # recipients refused (550) the next time only
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refuse_once:
+            self.refuse_once.discard(address)
+            return "550 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = message_from_bytes(envelope.content)
