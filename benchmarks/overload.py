@@ -414,7 +414,9 @@ def line(row: dict) -> str:
         f" {row['answers_per_s']:>8,.0f} answers/s p50/90/99 {row['p50_ms']:.0f}/{row['p90_ms']:.0f}"
         f"/{row['p99_ms']:.0f} ms"
         f" timeouts {row['timeouts']:>5} {row['status']} server {row['server_cores']} cores"
-        f" {row['server_cpu_us_per_answer']} us/answer load {row['load']}{verdict}"
+        f" {row['server_cpu_us_per_answer']} us/answer load {row['load']}"
+        + (f" drained in {row['drain_s']} s" if "drain_s" in row else "")
+        + verdict
     )
 
 
