@@ -131,10 +131,16 @@ def compose(sender: str, to: str, subject: str, body: str, message_id: str | Non
     return "".join(parts)
 
 
+# Mails in flight to the SMTP server at once: the bus hands the mail consumer a sale's
+# confirmations by the hundred, and a server takes a handful of connections per client.
+SMTP_CONNECTIONS = 8
+
+
 class SmtpMailer:
     def __init__(self, settings: Settings, breakers: Breakers) -> None:
         self._settings = settings
         self._breakers = breakers
+        self._connections = asyncio.Semaphore(SMTP_CONNECTIONS)
 
     async def send(
         self, to: str, subject: str, body: str, *, message_id: str | None = None
@@ -142,7 +148,7 @@ class SmtpMailer:
         s = self._settings
         # Plain 7-bit text (base64 bodies, encoded words in headers): any server takes it.
         msg = compose(s.mail_from, to, subject, body, message_id)
-        async with self._breakers.guard("smtp"):
+        async with self._connections, self._breakers.guard("smtp"):
             try:
                 await aiosmtplib.send(
                     msg,

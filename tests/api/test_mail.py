@@ -12,6 +12,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from miri.domain.events import ItemShipped, PaymentCompleted
+from miri.infra.breakers import Breakers
+from miri.infra.mail import SMTP_CONNECTIONS, SmtpMailer
 from miri.server.app import create_app
 from miri.shop import open_shop
 from tests.support.shop import Inbox, add_user, bearer, free_port, make_settings
@@ -292,3 +294,35 @@ async def test_a_batch_with_one_refused_mail_sends_each_once(mail_client, mail_s
     assert sorted(m["Message-ID"] for m in got) == sorted(
         f"<{e.event_id}.order-confirmed@miri>" for e in events
     )
+
+
+async def test_smtp_mails_go_out_over_a_few_connections_at_once(data_dir):
+    """A batch of a sale's confirmations reaches the mailer at once: it opens at most
+    ``SMTP_CONNECTIONS`` to the server, and every mail arrives."""
+
+    class SlowInbox(Inbox):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open = self.most = 0
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            self.open += 1
+            self.most = max(self.most, self.open)
+            await asyncio.sleep(0.05)
+            self.open -= 1
+            return await super().handle_DATA(server, session, envelope)
+
+    inbox = SlowInbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = make_settings(data_dir, smtp_host="127.0.0.1", smtp_port=port)
+        mailer = SmtpMailer(settings, Breakers())
+        await asyncio.gather(
+            *(mailer.send(f"b{i}@example.com", f"Mail {i}", "Hello") for i in range(30))
+        )
+    finally:
+        controller.stop()
+    assert sorted(m["Subject"] for m in inbox.messages) == sorted(f"Mail {i}" for i in range(30))
+    assert 1 < inbox.most <= SMTP_CONNECTIONS

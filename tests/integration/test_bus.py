@@ -274,6 +274,40 @@ async def test_a_failing_batch_is_delivered_one_by_one(bus: Bus, db: Database):
     assert done[0][0] == 9
 
 
+async def test_deliveries_in_flight_stay_under_the_cap_batched_or_not(
+    db: Database, bus_settings: Settings
+):
+    """``max_in_flight`` counts deliveries, not handler runs: a batch holds as many as it
+    has events, and each comes back when its outcome is recorded."""
+    bus = Bus(db, bus_settings, max_in_flight=6)
+    running = most = 0
+    sizes: list[int] = []
+
+    async def slow(event: Event) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+
+    async def many(events: Sequence[Event]) -> None:
+        sizes.append(len(events))
+        await asyncio.sleep(0.01)
+
+    bus.subscribe("single", BusTestPing, slow)
+    bus.subscribe("batched", BusTestPong, Batched(slow, many))
+    await publish(bus, *(BusTestPing(n=i) for i in range(20)))
+    await publish(bus, *(BusTestPong(n=i) for i in range(20)))
+    try:
+        assert await bus.drain(10)
+    finally:
+        await bus.stop()
+    assert 1 < most <= 6 and max(sizes) <= 6 and sum(sizes) == 20
+    assert bus.dispatcher._held == 0
+    done = await rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'DONE'")
+    assert done[0][0] == 40
+
+
 async def test_replay_all(bus: Bus, db: Database):
     async def handle(event: Event) -> None:
         raise RuntimeError("no")

@@ -88,6 +88,7 @@ class Dispatcher:
         self._pump_stop: asyncio.Event | None = None
         self._started = False
         self._tasks: set[asyncio.Task] = set()
+        self._held = 0  # deliveries claimed and not yet recorded (a batch holds many)
         self._outcomes: list[Outcome] = []
         self.delivered = 0  # handler runs that succeeded in this process
         self.failed = 0  # handler runs that raised in this process
@@ -199,7 +200,7 @@ class Dispatcher:
         Returns how long to sleep unless kicked (a completion, ``notify``, ``subscribe``).
         """
         outcomes, self._outcomes = self._outcomes, []
-        room = self.max_in_flight - len(self._tasks)
+        room = self.max_in_flight - self._held
         if self.db.backlog > BUSY_BACKLOG:
             # The writer is saturated (a sale is on): deliveries run behind the answers, so
             # they yield to the order path (a trickle keeps them moving) and catch up when
@@ -222,6 +223,7 @@ class Dispatcher:
         except BaseException:
             self._outcomes = outcomes + self._outcomes  # recorded by a later tick
             raise
+        self._held += len(claims)
         for work in self._group(claims):
             task = asyncio.create_task(self._deliver(work))
             self._tasks.add(task)
@@ -266,31 +268,37 @@ class Dispatcher:
         return work
 
     async def _deliver(self, work: Claim | list[Claim]) -> None:
-        if isinstance(work, Claim):
-            self._record(work, await self._run(work))
-        else:
-            error = await self._run_batch(work)
-            if error is None:
-                for claim in work:
-                    self._record(claim, None)
+        try:
+            if isinstance(work, Claim):
+                self._record(work, await self._run(work))
             else:
-                first = work[0]
-                log.info(
-                    "bus: %s failed a batch of %d %s (%s); delivering them one by one",
-                    first.consumer,
-                    len(work),
-                    first.type_name,
-                    error,
-                )
-                for claim in work:  # in order: each event alone, as if never batched
-                    self._record(claim, await self._run(claim))
-        # Free this delivery's room before waking the pump: the task's done callback runs only
-        # after the pump's wake-up, and a pump that saw no room would sleep a whole poll
-        # interval with nothing left to kick it.
-        current = asyncio.current_task()
-        if current is not None:
-            self._tasks.discard(current)
-        self.kick()
+                await self._deliver_batch(work)
+        finally:
+            # Free this delivery's room before waking the pump: the task's done callback runs
+            # only after the pump's wake-up, and a pump that saw no room would sleep a whole
+            # poll interval with nothing left to kick it.
+            self._held -= 1 if isinstance(work, Claim) else len(work)
+            current = asyncio.current_task()
+            if current is not None:
+                self._tasks.discard(current)
+            self.kick()
+
+    async def _deliver_batch(self, work: list[Claim]) -> None:
+        error = await self._run_batch(work)
+        if error is None:
+            for claim in work:
+                self._record(claim, None)
+            return
+        first = work[0]
+        log.info(
+            "bus: %s failed a batch of %d %s (%s); delivering them one by one",
+            first.consumer,
+            len(work),
+            first.type_name,
+            error,
+        )
+        for claim in work:  # in order: each event alone, as if never batched
+            self._record(claim, await self._run(claim))
 
     async def _run(self, claim: Claim) -> str | None:
         """Run one claim's handler; its error, or None when it succeeded."""
