@@ -149,8 +149,27 @@ def raise_open_files() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The server's CPU: the process and its workers (``--workers N``), not its Redis."""
+    total = 0.0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            if p != pid and b"miri" not in Path(f"/proc/{p}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found + [d for k in found for d in _descendants(k)]
 
 
 def load_average() -> str:
@@ -336,7 +355,13 @@ def summarise(name: str, connections: int, duration: int, wrk: dict, cpu: float)
 
 
 async def shop_runs(
-    bound: str, connections: list[int], duration: int, honour: bool, root: Path, warmup: int
+    bound: str,
+    connections: list[int],
+    duration: int,
+    honour: bool,
+    root: Path,
+    warmup: int,
+    workers: int = 1,
 ) -> list[dict]:
     # "auto@retry=3@latency=0.04": the bound auto, with settings of its own (VARIANT_SETTINGS)
     mode, *changes = bound.split("@")
@@ -349,7 +374,8 @@ async def shop_runs(
     for change in changes:
         key, _, value = change.partition("=")
         env[VARIANT_SETTINGS[key]] = value
-    proc = serving.start_serve(data_dir, port, env=env, log=root / f"serve-{name}.log")
+    extra = ("--workers", str(workers)) if workers > 1 else ()
+    proc = serving.start_serve(data_dir, port, *extra, env=env, log=root / f"serve-{name}.log")
     rows = []
     try:
         if warmup:  # a fresh server's first seconds (caches, allocator) belong to no run
@@ -367,7 +393,8 @@ async def shop_runs(
                 stop.set()
                 samples = await sampler
             cpu = cpu_seconds(proc.pid) - cpu0
-            row = summarise(f"shop, bound {bound}", c, duration, wrk, cpu)
+            target = f"shop, bound {bound}" + (f", {workers} workers" if workers > 1 else "")
+            row = summarise(target, c, duration, wrk, cpu)
             row["timeline"] = samples
             row.update(await drained_and_checked(base, data_dir, g, wrk["status"].get("201", 0)))
             rows.append(row)
@@ -433,6 +460,7 @@ async def main() -> None:
     parser.add_argument("--no-bare", action="store_true")
     parser.add_argument("--warmup", type=int, default=3, help="seconds, unrecorded; 0: none")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workers", type=int, default=1, help="`miri serve --workers N`")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -448,7 +476,13 @@ async def main() -> None:
             root = Path(tmp) / str(n)
             root.mkdir()
             rows += await shop_runs(
-                bound, connections, args.duration, args.honour_retry_after, root, args.warmup
+                bound,
+                connections,
+                args.duration,
+                args.honour_retry_after,
+                root,
+                args.warmup,
+                args.workers,
             )
         if not args.no_bare:
             rows += bare_runs(connections, args.duration, Path(tmp), args.warmup)
@@ -459,6 +493,7 @@ async def main() -> None:
             "duration_s": args.duration,
             "honour_retry_after": args.honour_retry_after,
             "warmup_s": args.warmup,
+            "workers": args.workers,
         }
         args.json.write_text(json.dumps({"metadata": meta, "runs": rows}, indent=1))
 
