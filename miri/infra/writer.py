@@ -125,6 +125,11 @@ class GroupCommitDatabase:
         foreground work; background writes are not counted)."""
         return self._handed - self._taken + self._in_batch
 
+    @property
+    def written(self) -> int:
+        """Requests' writes the writer has taken so far (background writes not counted)."""
+        return self._taken
+
     async def read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on a read-only connection in the reader pool."""
         if self._closed:

@@ -20,6 +20,7 @@ import pytest
 from miri.config import Settings
 from miri.domain.events import Event
 from miri.infra.bus import Batched, Bus
+from miri.infra.bus.dispatcher import BUSY_CLAIMS, BUSY_SLICE, POLL_INTERVAL
 from miri.infra.bus.owners import owner_is_dead
 from miri.infra.database import Database, open_database
 from miri.infra.metrics import ShopMetrics
@@ -306,6 +307,37 @@ async def test_deliveries_in_flight_stay_under_the_cap_batched_or_not(
     assert bus.dispatcher._held == 0
     done = await rows(db, "SELECT COUNT(*) FROM deliveries WHERE status = 'DONE'")
     assert done[0][0] == 40
+
+
+async def test_deliveries_hold_back_while_requests_write_at_a_sale_s_rate(bus: Bus, db: Database):
+    """During a rush the bus trickles (``BUSY_CLAIMS`` per ``BUSY_SLICE``) so the answers get
+    the event loop; when the requests stop, it delivers the rest at once."""
+    delivered = 0
+
+    async def handle(event: Event) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    bus.subscribe("payments", BusTestPing, handle)
+    await bus.start()
+    stop = asyncio.Event()
+
+    async def rush() -> None:  # requests' writes, thousands a second
+        while not stop.is_set():
+            await asyncio.gather(*(db.write(lambda c: None) for _ in range(50)))
+
+    rushing = asyncio.create_task(rush())
+    await asyncio.sleep(2 * POLL_INTERVAL)  # the dispatcher has seen the rate
+    started = asyncio.get_running_loop().time()
+    await publish(bus, *(BusTestPing(n=i) for i in range(600)))
+    await asyncio.sleep(1.0)
+    stop.set()
+    await rushing
+    slices = (asyncio.get_running_loop().time() - started) / BUSY_SLICE
+    in_rush = delivered
+    assert 0 < in_rush <= BUSY_CLAIMS * (slices + 2)
+    assert await bus.drain(10)
+    assert delivered == 600
 
 
 async def test_replay_all(bus: Bus, db: Database):

@@ -107,6 +107,7 @@ async def test_backlog_counts_requests_waiting_not_background_work(db):
     def insert(k: int):
         return lambda c: c.execute("INSERT INTO t VALUES (?, 'x')", (k,))
 
+    written = db.written
     held = open(f"{db.path}.writelock", "a+")  # noqa: SIM115 - held across the awaits below
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # the writer waits: nothing leaves the queue
@@ -129,4 +130,5 @@ async def test_backlog_counts_requests_waiting_not_background_work(db):
             break
         await asyncio.sleep(0.01)
     assert db.backlog == 0
+    assert db.written - written == 3  # the requests' writes, what the bus reads a sale's rate from
     assert len(await db.read(rows)) == 53

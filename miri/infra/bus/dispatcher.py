@@ -33,8 +33,11 @@ from miri.infra.database import BACKGROUND, Database
 log = logging.getLogger("miri.infra.bus")
 
 POLL_INTERVAL = 0.5  # seconds between looks for rows written by other processes
-BUSY_BACKLOG = 64  # requests waiting on the writer: above this, deliveries hold back
-BUSY_CLAIMS = 16  # deliveries claimed per BUSY_SLICE while the writer is that busy
+# A sale is on when requests wait on the writer (BUSY_BACKLOG) or write fast (BUSY_RATE per
+# second): deliveries then hold back to BUSY_CLAIMS per BUSY_SLICE and catch up after the rush.
+BUSY_BACKLOG = 64
+BUSY_RATE = 1000
+BUSY_CLAIMS = 64
 BUSY_SLICE = 0.25  # seconds
 REAP_INTERVAL = 10.0  # seconds between looks for claims held by dead processes
 ERROR_LIMIT = 2000  # characters of a handler's error kept in last_error
@@ -82,6 +85,9 @@ class Dispatcher:
         self.stop_grace = stop_grace
         self._after_tick = after_tick
         self._busy_claimed_at = 0.0  # when deliveries were last let through a busy writer
+        self._rate_at = 0.0  # when the requests' write rate was last taken ...
+        self._rate_written = 0  # ... and the writer's count of their writes then
+        self._rush = False  # that rate was a sale's
         self._kick: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._pump_task: asyncio.Task | None = None
@@ -201,11 +207,10 @@ class Dispatcher:
         """
         outcomes, self._outcomes = self._outcomes, []
         room = self.max_in_flight - self._held
-        if self.db.backlog > BUSY_BACKLOG:
-            # The writer is saturated (a sale is on): deliveries run behind the answers, so
-            # they yield to the order path (a trickle keeps them moving) and catch up when
-            # the rush is over.
-            now = time.monotonic()
+        now = time.monotonic()
+        if self._rushing(now) or self.db.backlog > BUSY_BACKLOG:
+            # A sale is on: deliveries run behind the answers, so they yield to the order
+            # path (a trickle keeps them moving) and catch up, in big batches, after the rush.
             if now - self._busy_claimed_at >= BUSY_SLICE:
                 self._busy_claimed_at = now
                 room = min(room, BUSY_CLAIMS)
@@ -233,6 +238,15 @@ class Dispatcher:
         if next_due is not None:  # nothing more due now: sleep until the next retry is
             return min(POLL_INTERVAL, max(0.005, next_due - time.time()))
         return POLL_INTERVAL
+
+    def _rushing(self, now: float) -> bool:
+        """Whether requests wrote at a sale's rate over the last slice (taken once a slice)."""
+        if now - self._rate_at >= BUSY_SLICE:
+            written = self.db.written
+            rate = (written - self._rate_written) / (now - self._rate_at)
+            self._rush = rate >= BUSY_RATE
+            self._rate_at, self._rate_written = now, written
+        return self._rush
 
     async def _shutdown(self) -> None:
         """Give in-flight handlers a bounded time, record their outcomes, release the rest."""
