@@ -9,6 +9,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,10 +17,13 @@ from typing import Any, TypeVar
 from miri.infra.schema import MIGRATIONS
 from miri.infra.writer import (
     BACKGROUND,
+    CHECKPOINT,
+    Answer,
     DatabaseUnavailable,
     GroupCommitDatabase,
     Pending,
     answer_all,
+    answer_here,
 )
 
 __all__ = ["BACKGROUND", "Database", "DatabaseUnavailable", "connect", "migrate"]
@@ -66,10 +70,17 @@ def _split(script: str) -> list[str]:
     return [s.strip() for s in script.split(";\n") if s.strip()]
 
 
+# The loop's commits leave the WAL to the writer thread, checkpointed this often (SQLite's own
+# checkpoint would copy pages and fsync inside a commit, on the loop).
+CHECKPOINT_EVERY = 0.5  # seconds
+
+
 class Database(GroupCommitDatabase):
-    """The shop's SQLite file: ``write`` runs jobs batched in the writer, ``read`` in a pool."""
+    """The shop's SQLite file: ``write`` runs jobs batched in one transaction (on the loop at
+    the end of its tick, or in the writer thread), ``read`` in a pool."""
 
     engine = "sqlite"
+    inline = True
 
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
@@ -80,6 +91,8 @@ class Database(GroupCommitDatabase):
         finally:
             bootstrap.close()
         self._writer_conn = connect(path)
+        self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_EVERY
+        self._checkpoint_asked = 0.0
         # Writers in other processes (serve --workers, the CLI) queue on this lock in the
         # kernel instead of in SQLite's busy handler, which sleeps in steps of milliseconds.
         self._lock_fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -105,6 +118,30 @@ class Database(GroupCommitDatabase):
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
+    def _try_inline(self, batch: list[Pending]) -> bool:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # another process is writing: the writer thread waits for it
+        try:
+            self._run_locked(batch, answer_here)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        now = time.monotonic()
+        if now - self._checkpoint_asked >= CHECKPOINT_EVERY:
+            self._checkpoint_asked = now
+            self._queue.put(CHECKPOINT)
+        return True
+
+    def _checkpoint(self) -> None:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
     def _after_failed_batch(self) -> None:
         try:
             if self._writer_conn.in_transaction:
@@ -122,11 +159,15 @@ class Database(GroupCommitDatabase):
         """
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            self._run_locked(batch)
+            self._run_locked(batch, answer_all)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        now = time.monotonic()
+        if now - self._checkpoint_asked >= CHECKPOINT_EVERY:
+            self._checkpoint_asked = now
+            self._checkpoint()
 
-    def _run_locked(self, batch: list[Pending]) -> None:
+    def _run_locked(self, batch: list[Pending], answer: Callable[[list[Answer]], None]) -> None:
         conn = self._writer_conn
         todo = list(batch)
         failed: list[tuple[Pending, Any, BaseException | None]] = []
@@ -135,7 +176,7 @@ class Database(GroupCommitDatabase):
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 error = DatabaseUnavailable(f"could not start a transaction: {exc}")
-                answer_all(failed + [(p, None, error) for p in todo])
+                answer(failed + [(p, None, error) for p in todo])
                 return
             done: list[tuple[Pending, Any, BaseException | None]] = []
             undo: Pending | None = None
@@ -173,4 +214,4 @@ class Database(GroupCommitDatabase):
             done = [(p, None, err or error) for p, _, err in done]
         self.batches += 1
         self.jobs += len(batch)
-        answer_all(failed + done)
+        answer(failed + done)

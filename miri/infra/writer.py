@@ -5,6 +5,13 @@ thousand orders per second (DESIGN.md). Here every write is a plain function of 
 writer thread drains everything queued, runs the jobs in one transaction, commits once, then
 answers every waiting coroutine. How a batch runs (locks, retries, undoing one failed job) is the
 engine's: ``GroupCommitDatabase._run_batch``.
+
+An engine whose commit is a local call (SQLite) may also write **on the event loop**: the
+requests' writes of one loop tick run as one transaction at the end of the tick, with no thread
+hop at all (``_try_inline``). Under a sale's load the hops cost more than the writes: each one a
+wake-up, a GIL hand-over and a scheduler switch between the writer thread and the loop. When the
+connection or the file is busy (the writer thread, another process), the tick's writes join the
+writer thread's queue instead, and background work (the bus) always goes there.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ T = TypeVar("T")
 
 MAX_BATCH = 512
 _STOP = object()
+CHECKPOINT = object()  # queued by the loop's commits: the writer thread checkpoints off the loop
 # Set in background work (the bus's dispatcher and its deliveries): their writes do not count in
 # ``backlog``, the figure background work uses to yield to requests; counted, they would make the
 # bus yield to its own writes while it drains.
@@ -77,6 +85,11 @@ def _settle_many(items: list[tuple[asyncio.Future, Any, BaseException | None]]) 
             future.set_result(result)
 
 
+def answer_here(answers: list[Answer]) -> None:
+    """``answer_all`` for a batch run on the event loop that waits for it."""
+    _settle_many([(p.future, result, error) for p, result, error in answers])
+
+
 class GroupCommitDatabase:
     """``write`` runs jobs batched in one writer thread, ``read`` in a small reader pool.
 
@@ -86,6 +99,7 @@ class GroupCommitDatabase:
     """
 
     engine = ""
+    inline = False  # the engine can run a tick's writes on the loop (``_try_inline``)
 
     def _start(self, readers: int, name: str) -> None:
         self._local = threading.local()  # each reader thread's own connection
@@ -97,6 +111,8 @@ class GroupCommitDatabase:
         self._taken = 0  # ... and those the writer took off it (the writer alone adds here)
         self._in_batch = 0
         self._closed = False
+        self._conn_lock = threading.Lock()  # the writer's connection: the thread or the loop
+        self._tick: list[Pending] = []  # requests' writes waiting for the end of this tick
         self.batches = 0
         self.jobs = 0
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
@@ -116,8 +132,50 @@ class GroupCommitDatabase:
             # skew the backlog for good, and the bus would keep yielding to nobody.
             with self._handed_lock:
                 self._handed += 1
+            if self.inline:
+                self._tick.append(pending)
+                if len(self._tick) == 1:
+                    loop.call_soon(self._flush_tick)
+                return await future
         self._queue.put(pending)
         return await future
+
+    def _flush_tick(self) -> None:
+        """The end of a loop tick: its requests' writes in one transaction, here if the
+        connection and the file are free, else in the writer thread's next batch."""
+        batch, self._tick = self._tick, []
+        if not batch:
+            return
+        if self._closed:
+            error = DatabaseUnavailable("the database is closed")
+            answer_here([(p, None, error) for p in batch])
+            return
+        if not self._conn_lock.acquire(blocking=False):
+            for pending in batch:
+                self._queue.put(pending)
+            return
+        try:
+            weight = len(batch)
+            with self._handed_lock:
+                self._taken += weight
+            self._in_batch = weight
+            try:
+                if self._try_inline(batch):
+                    return
+            except BaseException as exc:  # noqa: BLE001 - as the writer thread's failures
+                log.exception("writer batch failed")
+                self._after_failed_batch()
+                error = DatabaseUnavailable(f"the write failed: {exc}")
+                answer_here([(p, None, error) for p in batch])
+                return
+            finally:
+                self._in_batch = 0
+            with self._handed_lock:
+                self._taken -= weight  # the writer thread takes (and counts) them
+        finally:
+            self._conn_lock.release()
+        for pending in batch:
+            self._queue.put(pending)
 
     @property
     def backlog(self) -> int:
@@ -140,6 +198,7 @@ class GroupCommitDatabase:
     async def close(self) -> None:
         if self._closed:
             return
+        self._flush_tick()  # this tick's writes first: they were accepted before the close
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
@@ -156,6 +215,14 @@ class GroupCommitDatabase:
     def _run_read(self, fn: Callable[[Any], T]) -> T:
         raise NotImplementedError
 
+    def _try_inline(self, batch: list[Pending]) -> bool:
+        """Run ``batch`` on the loop and answer it, unless the file is busy (then False and
+        nothing was done). Only for an engine with ``inline``."""
+        raise NotImplementedError
+
+    def _checkpoint(self) -> None:
+        """Work the writer thread does between batches now and then (SQLite's checkpoint)."""
+
     def _after_failed_batch(self) -> None:
         """Leave the writer's connection ready for the next batch."""
 
@@ -169,7 +236,12 @@ class GroupCommitDatabase:
             first = self._queue.get()
             if first is _STOP:
                 break
+            if first is CHECKPOINT:
+                with self._conn_lock:
+                    self._checkpoint()
+                continue
             batch = [first]
+            checkpoint = False
             while len(batch) < MAX_BATCH:
                 try:
                     item = self._queue.get_nowait()
@@ -178,15 +250,22 @@ class GroupCommitDatabase:
                 if item is _STOP:
                     stop = True
                     break
-                batch.append(item)
+                if item is CHECKPOINT:
+                    checkpoint = True
+                else:
+                    batch.append(item)
             weight = sum(p.weight for p in batch)
-            self._in_batch = weight
-            self._taken += weight
-            try:
-                self._run_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - the writer thread must never die
-                log.exception("writer batch failed")
-                self._after_failed_batch()
-                error = DatabaseUnavailable(f"the write failed: {exc}")
-                answer_all([(p, None, error) for p in batch])
-            self._in_batch = 0
+            with self._conn_lock:
+                self._in_batch = weight
+                with self._handed_lock:
+                    self._taken += weight
+                try:
+                    self._run_batch(batch)
+                except BaseException as exc:  # noqa: BLE001 - the writer thread must never die
+                    log.exception("writer batch failed")
+                    self._after_failed_batch()
+                    error = DatabaseUnavailable(f"the write failed: {exc}")
+                    answer_all([(p, None, error) for p in batch])
+                self._in_batch = 0
+                if checkpoint:
+                    self._checkpoint()
