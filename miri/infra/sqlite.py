@@ -92,7 +92,8 @@ class Database(GroupCommitDatabase):
             bootstrap.close()
         self._writer_conn = connect(path)
         self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_EVERY
-        self._checkpoint_asked = 0.0
+        self._checkpoint_asked = time.monotonic()
+        self.checkpoints = 0
         # Writers in other processes (serve --workers, the CLI) queue on this lock in the
         # kernel instead of in SQLite's busy handler, which sleeps in steps of milliseconds.
         self._lock_fd = os.open(f"{path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -137,6 +138,7 @@ class Database(GroupCommitDatabase):
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.checkpoints += 1
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed: %s", exc)
         finally:

@@ -112,7 +112,8 @@ class GroupCommitDatabase:
         self._in_batch = 0
         self._closed = False
         self._conn_lock = threading.Lock()  # the writer's connection: the thread or the loop
-        self._tick: list[Pending] = []  # requests' writes waiting for the end of this tick
+        self._tick: list[Pending] = []  # requests' writes waiting for the end of this tick ...
+        self._tick_loop: asyncio.AbstractEventLoop | None = None  # ... of this loop
         self.batches = 0
         self.jobs = 0
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix=f"{name}-reader")
@@ -132,9 +133,17 @@ class GroupCommitDatabase:
             # skew the backlog for good, and the bus would keep yielding to nobody.
             with self._handed_lock:
                 self._handed += 1
-            if self.inline:
-                self._tick.append(pending)
-                if len(self._tick) == 1:
+                # Only requests' writes (the bus's batches would hold the loop for
+                # milliseconds), and one loop's per tick: another thread's loop writing
+                # meanwhile goes through the writer thread.
+                inline = self.inline and (not self._tick or self._tick_loop is loop)
+                if inline:
+                    self._tick.append(pending)
+                    first = len(self._tick) == 1
+                    if first:
+                        self._tick_loop = loop
+            if inline:
+                if first:
                     loop.call_soon(self._flush_tick)
                 return await future
         self._queue.put(pending)
@@ -143,7 +152,8 @@ class GroupCommitDatabase:
     def _flush_tick(self) -> None:
         """The end of a loop tick: its requests' writes in one transaction, here if the
         connection and the file are free, else in the writer thread's next batch."""
-        batch, self._tick = self._tick, []
+        with self._handed_lock:
+            batch, self._tick = self._tick, []
         if not batch:
             return
         if self._closed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -66,6 +67,71 @@ async def test_many_concurrent_jobs_share_few_commits(db):
     )
     assert len(await db.read(rows)) == 2000
     assert db.batches < 2000 / 4  # grouped, not one commit per job
+
+
+async def test_a_tick_s_request_writes_commit_on_the_loop_in_one_transaction(db):
+    """No thread hop for requests: what one loop tick writes commits at the tick's end, on the
+    loop's own thread, as one transaction."""
+    import threading
+
+    threads: set[int] = set()
+
+    def insert(n: int):
+        def job(c: sqlite3.Connection) -> int:
+            threads.add(threading.get_ident())
+            return c.execute("INSERT INTO t VALUES (?, 'x')", (n,)).lastrowid
+
+        return job
+
+    db._checkpoint_asked = time.monotonic() + 60  # no checkpoint due: it would hold the file
+    batches = db.batches
+    results = await asyncio.gather(*(db.write(insert(n)) for n in range(50)))
+    assert results == list(range(50))
+    assert threads == {threading.get_ident()}
+    assert db.batches == batches + 1
+    assert db.backlog == 0 and len(await db.read(rows)) == 50
+
+
+async def test_a_loop_in_another_thread_writes_too(db):
+    """Another thread's loop (a CLI, a test) writes on its own thread or through the writer
+    thread, never on ours, and each sees the other's rows."""
+    import threading
+
+    await db.write(lambda c: c.execute("INSERT INTO t VALUES (1, 'home')"))
+    ran_on: list[int] = []
+
+    def other() -> None:
+        async def write() -> None:
+            def job(c: sqlite3.Connection) -> None:
+                ran_on.append(threading.get_ident())
+                c.execute("INSERT INTO t VALUES (2, 'away')")
+
+            await db.write(job)
+
+        asyncio.run(write())
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    assert ran_on and ran_on[0] != threading.get_ident()
+    assert await db.read(rows) == [(1, "home"), (2, "away")]
+
+
+async def test_the_writer_thread_checkpoints_the_wal_of_the_loop_s_commits(db):
+    """The loop's commits never checkpoint (that copies pages and syncs): the writer thread
+    does, every CHECKPOINT_EVERY seconds of writing."""
+    from miri.infra.sqlite import CHECKPOINT_EVERY
+
+    before = db.checkpoints
+    for n in range(6):
+        await db.write(lambda c, n=n: c.execute("INSERT INTO t VALUES (?, 'x')", (n,)))
+        await asyncio.sleep(CHECKPOINT_EVERY / 2)
+    for _ in range(100):
+        if db.checkpoints >= before + 2:
+            break
+        await asyncio.sleep(0.02)
+    assert db.checkpoints >= before + 2
+    assert len(await db.read(rows)) == 6
 
 
 async def test_closed_database_refuses_work(tmp_path):
