@@ -6,7 +6,6 @@ asked for each, and each step's moves are one write, so a thousand walks cost a 
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -49,7 +48,7 @@ class Checkout:
         at_screen = [r for r, status in opened if status == store.SCREEN_ENTERED]
         paying = [r for r, status in opened if status == store.IN_PROGRESS]
         if at_screen:
-            entered = await self._ask(self.gateway.enter_screen, at_screen)
+            entered = await self._ask(self.gateway.enter_screens, at_screen)
             moved = await self._steps(
                 [
                     (r, (store.SCREEN_ENTERED,), store.IN_PROGRESS, None)
@@ -61,7 +60,7 @@ class Checkout:
             # A payment canceled or expired meanwhile did not move: its walk ends here.
             paying += [r for r, ok, m in zip(at_screen, entered, moved, strict=True) if ok and m]
         if paying:
-            paid = await self._ask(self.gateway.pay, paying)
+            paid = await self._ask(self.gateway.pays, paying)
             await self._steps(
                 [
                     _complete(r) if ok else _abort(r, ABANDONED)
@@ -70,11 +69,16 @@ class Checkout:
             )
 
     async def _ask(
-        self, step: Callable[[PaymentRequest], Awaitable[bool]], requests: list[PaymentRequest]
+        self,
+        step: Callable[[Sequence[PaymentRequest]], Awaitable[list[bool]]],
+        requests: list[PaymentRequest],
     ) -> list[bool]:
         # One guard for the lot: a gateway that fails fails them all (the bus retries them).
         async with self._breakers.guard("payment-gateway"):
-            return list(await asyncio.gather(*(step(r) for r in requests)))
+            answers = await step(requests)
+        if len(answers) != len(requests):
+            raise RuntimeError(f"the gateway answered {len(answers)} of {len(requests)} payments")
+        return answers
 
     async def _steps(self, moves: list[Move]) -> list[bool]:
         """Every move in one write, each with its event in the same commit; False for a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,15 +19,16 @@ class PaymentRequest:
 
 
 class PaymentGateway(Protocol):
-    """A real gateway replaces the simulation; either answers whether the buyer went on.
+    """A real gateway replaces the simulation; either answers, for each of the payments walking
+    together, whether its buyer went on.
 
     ``False`` means the buyer abandoned (a normal outcome); an exception means the gateway
     itself failed, which the circuit breaker counts and the bus retries.
     """
 
-    async def enter_screen(self, request: PaymentRequest) -> bool: ...
+    async def enter_screens(self, requests: Sequence[PaymentRequest]) -> list[bool]: ...
 
-    async def pay(self, request: PaymentRequest) -> bool: ...
+    async def pays(self, requests: Sequence[PaymentRequest]) -> list[bool]: ...
 
 
 class SimulatedGateway:
@@ -39,13 +41,14 @@ class SimulatedGateway:
         self._rng = random.Random(seed)
         self._delay = delay
 
-    async def _step(self) -> bool:
-        if self._delay:
+    async def _step(self, requests: Sequence[PaymentRequest]) -> list[bool]:
+        if self._delay:  # the buyers act at once: one wait for the lot
             await asyncio.sleep(self._delay)
-        return self._rng.random() >= self.abandon_rate
+        draw = self._rng.random
+        return [draw() >= self.abandon_rate for _ in requests]
 
-    async def enter_screen(self, request: PaymentRequest) -> bool:
-        return await self._step()
+    async def enter_screens(self, requests: Sequence[PaymentRequest]) -> list[bool]:
+        return await self._step(requests)
 
-    async def pay(self, request: PaymentRequest) -> bool:
-        return await self._step()
+    async def pays(self, requests: Sequence[PaymentRequest]) -> list[bool]:
+        return await self._step(requests)

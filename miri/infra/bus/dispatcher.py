@@ -39,6 +39,7 @@ BUSY_BACKLOG = 64
 BUSY_RATE = 1000
 BUSY_CLAIMS = 64
 BUSY_SLICE = 0.25  # seconds
+BATCH_LIMIT = 256  # events per call of a batched handler: its write stays a few milliseconds
 REAP_INTERVAL = 10.0  # seconds between looks for claims held by dead processes
 ERROR_LIMIT = 2000  # characters of a handler's error kept in last_error
 
@@ -278,7 +279,10 @@ class Dispatcher:
                 batches.setdefault((claim.consumer, claim.type_name), []).append(claim)
             else:
                 work.append(claim)
-        work += [batch[0] if len(batch) == 1 else batch for batch in batches.values()]
+        for batch in batches.values():
+            for start in range(0, len(batch), BATCH_LIMIT):
+                chunk = batch[start : start + BATCH_LIMIT]
+                work.append(chunk[0] if len(chunk) == 1 else chunk)
         return work
 
     async def _deliver(self, work: Claim | list[Claim]) -> None:
