@@ -7,6 +7,7 @@ import email.policy
 import logging
 import os
 import re
+from collections.abc import Sequence
 from email import base64mime
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
@@ -25,10 +26,17 @@ class MailUnavailable(Exception):
     """The message could not be handed to the mail server."""
 
 
+Mail = tuple[str, str, str, str | None]  # to, subject, body, Message-ID
+
+
 class Mailer(Protocol):
     async def send(
         self, to: str, subject: str, body: str, *, message_id: str | None = None
     ) -> None: ...
+
+    async def send_many(self, mails: Sequence[Mail]) -> list[BaseException | None]:
+        """Each mail's failure, or None where it went out (a sale's confirmations at once)."""
+        ...
 
 
 class _Headers(HeaderRegistry):
@@ -164,6 +172,13 @@ class SmtpMailer:
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 raise MailUnavailable(str(exc)) from exc
 
+    async def send_many(self, mails: Sequence[Mail]) -> list[BaseException | None]:
+        results = await asyncio.gather(
+            *(self.send(to, subject, body, message_id=mid) for to, subject, body, mid in mails),
+            return_exceptions=True,
+        )
+        return [r if isinstance(r, BaseException) else None for r in results]
+
 
 @lru_cache(maxsize=16)
 def _sender_address(mail_from: str) -> str:
@@ -189,15 +204,27 @@ class ConsoleMailer:
     async def send(
         self, to: str, subject: str, body: str, *, message_id: str | None = None
     ) -> None:
-        text = compose(self._settings.mail_from, to, subject, body, message_id)
-        log.info("mail to %s: %s", to, subject)
+        [error] = await self.send_many([(to, subject, body, message_id)])
+        if error is not None:
+            raise error
+
+    async def send_many(self, mails: Sequence[Mail]) -> list[BaseException | None]:
+        mail_from = self._settings.mail_from
+        texts = []
+        for to, subject, body, message_id in mails:
+            texts.append(compose(mail_from, to, subject, body, message_id))
+            log.info("mail to %s: %s", to, subject)
         if self._written is None:
             self._written = asyncio.get_running_loop().create_future()
         written = self._written
-        self._texts.append(text)
+        self._texts += texts
         if self._writing is None:
             self._writing = asyncio.create_task(self._write_batches())
-        await asyncio.shield(written)
+        try:
+            await asyncio.shield(written)
+        except Exception as exc:  # noqa: BLE001 - the file refused the lot
+            return [exc] * len(mails)
+        return [None] * len(mails)
 
     async def _write_batches(self) -> None:
         try:

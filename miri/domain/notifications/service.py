@@ -10,7 +10,6 @@ Message-ID made from the event id, so the buyer's mail client shows it once.)
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
@@ -26,7 +25,7 @@ from miri.domain.notifications import store
 from miri.infra.clock import Clock
 from miri.infra.crypto import FieldCipher
 from miri.infra.database import Database
-from miri.infra.mail import Mailer
+from miri.infra.mail import Mail, Mailer
 
 RESET_CONTEXT = "password-reset"
 Letter = tuple[str, str] | None  # subject, body; None: nothing to tell after all
@@ -176,7 +175,8 @@ class Notifications:
             else {}
         )
         errors: dict[str, BaseException] = {}
-        mails = []
+        mails: list[Mail] = []
+        mailed: list[str] = []
         for e in todo_for_someone:
             try:
                 written = letter(e, items)
@@ -185,14 +185,12 @@ class Notifications:
                 continue
             if written is not None:
                 subject, body = written
-                message_id = f"<{e.event_id}.{kind}@miri>"
-                mails.append(
-                    (e, self._mailer.send(emails[e.user_id], subject, body, message_id=message_id))
-                )
-        results = await asyncio.gather(*(send for _, send in mails), return_exceptions=True)
-        for (e, _), result in zip(mails, results, strict=True):
-            if isinstance(result, BaseException):
-                errors[e.event_id] = result
+                mails.append((emails[e.user_id], subject, body, f"<{e.event_id}.{kind}@miri>"))
+                mailed.append(e.event_id)
+        if mails:
+            for event_id, error in zip(mailed, await self._mailer.send_many(mails), strict=True):
+                if error is not None:
+                    errors[event_id] = error
         now = self._clock.timestamp()
         sent = [e.event_id for e in todo if e.event_id not in errors]
         # mail_log is this consumer's mark of a handled event (the others keep handled_events).
