@@ -30,7 +30,7 @@ class Bus:
         metrics: ShopMetrics | None = None,
         worker_id: str | None = None,
         *,
-        max_in_flight: int = 1024,  # deliveries claimed at once; a batched consumer takes many
+        max_in_flight: int = 2048,  # deliveries claimed at once; a batched consumer takes many
         handler_timeout: float = 30.0,
         lease: float = 60.0,
         stop_grace: float = 10.0,

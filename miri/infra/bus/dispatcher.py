@@ -39,7 +39,7 @@ BUSY_BACKLOG = 64
 BUSY_RATE = 1000
 BUSY_CLAIMS = 64
 BUSY_SLICE = 0.25  # seconds
-BATCH_LIMIT = 256  # events per call of a batched handler: its write stays a few milliseconds
+BATCH_LIMIT = 512  # events per call of a batched handler: its write stays some milliseconds
 REAP_INTERVAL = 10.0  # seconds between looks for claims held by dead processes
 ERROR_LIMIT = 2000  # characters of a handler's error kept in last_error
 
