@@ -70,8 +70,9 @@ def _split(script: str) -> list[str]:
     return [s.strip() for s in script.split(";\n") if s.strip()]
 
 
-# The loop's commits leave the WAL to the writer thread, checkpointed this often (SQLite's own
-# checkpoint would copy pages and fsync inside a commit, on the loop).
+# Commits leave the WAL to the writer thread, checkpointed this often on a connection of its own
+# (SQLite's own checkpoint copies pages and syncs inside a commit: on the loop, or holding the
+# write lock every request waits for).
 CHECKPOINT_EVERY = 0.5  # seconds
 
 
@@ -93,6 +94,7 @@ class Database(GroupCommitDatabase):
         self._writer_conn = connect(path)
         self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_EVERY
         self._checkpoint_asked = time.monotonic()
+        self._checkpoint_conn: sqlite3.Connection | None = None  # the writer thread's
         self.checkpoints = 0
         # Writers in other processes (serve --workers, the CLI) queue on this lock in the
         # kernel instead of in SQLite's busy handler, which sleeps in steps of milliseconds.
@@ -105,6 +107,8 @@ class Database(GroupCommitDatabase):
     # -- the engine's part --------------------------------------------------------------------
     def _close_writer(self) -> None:
         self._writer_conn.close()
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
         os.close(self._lock_fd)
 
     def _run_read(self, fn: Callable[[Any], T]) -> T:
@@ -135,14 +139,15 @@ class Database(GroupCommitDatabase):
         return True
 
     def _checkpoint(self) -> None:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        """Copy committed WAL pages into the file; PASSIVE: it waits for no reader or writer,
+        and none waits for it (no write lock is held)."""
         try:
-            self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = connect(self.path)
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self.checkpoints += 1
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed: %s", exc)
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _after_failed_batch(self) -> None:
         try:
@@ -167,7 +172,7 @@ class Database(GroupCommitDatabase):
         now = time.monotonic()
         if now - self._checkpoint_asked >= CHECKPOINT_EVERY:
             self._checkpoint_asked = now
-            self._checkpoint()
+            self._queue.put(CHECKPOINT)  # after this batch's answers
 
     def _run_locked(self, batch: list[Pending], answer: Callable[[list[Answer]], None]) -> None:
         conn = self._writer_conn

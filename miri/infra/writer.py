@@ -247,8 +247,7 @@ class GroupCommitDatabase:
             if first is _STOP:
                 break
             if first is CHECKPOINT:
-                with self._conn_lock:
-                    self._checkpoint()
+                self._checkpoint()  # on a connection of its own: writers go on meanwhile
                 continue
             batch = [first]
             checkpoint = False
@@ -277,5 +276,5 @@ class GroupCommitDatabase:
                     error = DatabaseUnavailable(f"the write failed: {exc}")
                     answer_all([(p, None, error) for p in batch])
                 self._in_batch = 0
-                if checkpoint:
-                    self._checkpoint()
+            if checkpoint:
+                self._checkpoint()
