@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from overload import descendants  # this script's folder is on the path when it runs
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -33,17 +35,6 @@ def _cpu_seconds(pid: int) -> float | None:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant (started from any thread)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return found + [d for k in found for d in _children(k)]
 
 
 def _cmdline(pid: int) -> str:
@@ -57,7 +48,7 @@ def _watch(bench: subprocess.Popen, seen: dict[str, float]) -> None:
     """Sample the serve process every 20 ms: its CPU when wrk starts, and its last reading."""
     serve = None
     while bench.poll() is None:
-        kids = _children(bench.pid)
+        kids = descendants(bench.pid)
         if serve is None:
             serve = next((k for k in kids if " serve " in _cmdline(k)), None)
         if serve is not None:

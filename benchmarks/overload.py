@@ -151,7 +151,7 @@ def raise_open_files() -> int:
 def cpu_seconds(pid: int) -> float:
     """The server's CPU: the process and its workers (``--workers N``), not its Redis."""
     total = 0.0
-    for p in [pid, *_descendants(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             if p != pid and b"miri" not in Path(f"/proc/{p}/cmdline").read_bytes():
                 continue
@@ -162,14 +162,15 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (started from any of its threads)."""
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             found += [int(p) for p in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return found + [d for k in found for d in _descendants(k)]
+    return found + [d for k in found for d in descendants(k)]
 
 
 def load_average() -> str:

@@ -132,11 +132,15 @@ class Database(GroupCommitDatabase):
             self._run_locked(batch, answer_here)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._ask_checkpoint()
+        return True
+
+    def _ask_checkpoint(self) -> None:
+        """Queue a checkpoint for the writer thread, once every CHECKPOINT_EVERY seconds."""
         now = time.monotonic()
         if now - self._checkpoint_asked >= CHECKPOINT_EVERY:
             self._checkpoint_asked = now
-            self._queue.put(CHECKPOINT)
-        return True
+            self._queue.put(CHECKPOINT)  # behind whatever is queued: its answers come first
 
     def _checkpoint(self) -> None:
         """Copy committed WAL pages into the file; PASSIVE: it waits for no reader or writer,
@@ -169,10 +173,7 @@ class Database(GroupCommitDatabase):
             self._run_locked(batch, answer_all)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        now = time.monotonic()
-        if now - self._checkpoint_asked >= CHECKPOINT_EVERY:
-            self._checkpoint_asked = now
-            self._queue.put(CHECKPOINT)  # after this batch's answers
+        self._ask_checkpoint()
 
     def _run_locked(self, batch: list[Pending], answer: Callable[[list[Answer]], None]) -> None:
         conn = self._writer_conn
