@@ -208,7 +208,15 @@ class GroupCommitDatabase:
     async def close(self) -> None:
         if self._closed:
             return
-        self._flush_tick()  # this tick's writes first: they were accepted before the close
+        # This tick's writes first: they were accepted before the close (another loop's are
+        # answered by the writer thread, which drains its queue before it stops).
+        if self._tick_loop is asyncio.get_running_loop():
+            self._flush_tick()
+        else:
+            with self._handed_lock:
+                batch, self._tick = self._tick, []
+            for pending in batch:
+                self._queue.put(pending)
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
