@@ -50,6 +50,11 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
 
+def marks(n: int) -> str:
+    """``?, ?, ...``: the placeholders of an ``IN (...)`` list of ``n`` values (either engine)."""
+    return ", ".join("?" * n)
+
+
 def share_lock(conn: Any) -> str:
     """`` FOR SHARE`` on PostgreSQL (the row stays as read until the transaction ends), nothing
     on SQLite, whose single writer already keeps it so."""

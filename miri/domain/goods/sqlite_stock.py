@@ -29,6 +29,7 @@ from miri.domain.goods.stock import (
     goods_key,
     new_version,
 )
+from miri.infra.database import marks
 from miri.infra.sqlite import Database, connect
 
 DDL = """
@@ -203,10 +204,10 @@ class SqliteStock(LiveStock):
         ids = list(ids)
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
+        in_ids = marks(len(ids))
         rows = await self._db.read(
             lambda c: c.execute(
-                f"SELECT goods_id, stock FROM bench_sqlite_stock WHERE goods_id IN ({marks})", ids
+                f"SELECT goods_id, stock FROM bench_sqlite_stock WHERE goods_id IN ({in_ids})", ids
             ).fetchall()
         )
         found = {int(r[0]): int(r[1]) for r in rows}

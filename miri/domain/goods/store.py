@@ -17,7 +17,7 @@ from miri.domain.goods import model
 from miri.domain.goods.model import Goods
 from miri.domain.goods.stock import Figures
 from miri.infra.clock import from_ts
-from miri.infra.database import Database, share_lock
+from miri.infra.database import Database, marks, share_lock
 
 CHUNK = 500  # ids per IN (...): under SQLite's bound-parameter limit
 
@@ -57,10 +57,6 @@ def _goods(row: Any) -> Goods:
         per_buyer_limit=row["per_buyer_limit"],
         stock_total=row["stock_total"],
     )
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
 
 
 def _where(filters: Filters) -> tuple[str, list[Any]]:
@@ -104,7 +100,7 @@ class GoodsStore:
             for start in range(0, len(ids), CHUNK):
                 chunk = list(ids[start : start + CHUNK])
                 rows = conn.execute(
-                    f"SELECT * FROM goods WHERE id IN ({_marks(len(chunk))})", chunk
+                    f"SELECT * FROM goods WHERE id IN ({marks(len(chunk))})", chunk
                 ).fetchall()
                 found.update((row["id"], _goods(row)) for row in rows)
             return found
@@ -233,10 +229,10 @@ def _bump_epoch(conn: Any) -> int:
 
 def _figures(conn: Any, ids: Sequence[int] | None, *, own: bool = True) -> dict[int, Figures]:
     """``own``: a read transaction of its own; else the caller's (a write) holds both reads."""
-    marks = _marks(len(ids)) if ids is not None else ""
+    in_ids = marks(len(ids)) if ids is not None else ""
     args = tuple(ids) if ids is not None else ()
-    only_goods = f" WHERE id IN ({marks})" if ids is not None else ""
-    only_items = f" WHERE goods_id IN ({marks})" if ids is not None else ""
+    only_goods = f" WHERE id IN ({in_ids})" if ids is not None else ""
+    only_items = f" WHERE goods_id IN ({in_ids})" if ids is not None else ""
     # One read transaction, so the goods rows and the order items are one snapshot.
     if own:
         conn.execute("BEGIN")

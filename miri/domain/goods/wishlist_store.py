@@ -9,10 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from miri.domain.goods.store import GoodsStore
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
+from miri.infra.database import marks
 
 
 def add(
@@ -51,7 +48,7 @@ def delete_one(conn: Any, user_id: int, wish_id: int) -> bool:
 def select_entries(conn: Any, user_id: int, ids: Sequence[int]) -> list[Any]:
     """(id, goods_id, quantity) rows of the user's entries among ``ids``."""
     return conn.execute(
-        f"SELECT id, goods_id, quantity FROM wishlist WHERE user_id = ? AND id IN ({_marks(len(ids))})",
+        f"SELECT id, goods_id, quantity FROM wishlist WHERE user_id = ? AND id IN ({marks(len(ids))})",
         (user_id, *ids),
     ).fetchall()
 
@@ -76,6 +73,6 @@ def delete_entries(conn: Any, user_id: int, wish_ids: Sequence[int]) -> int:
     if not ids:
         return 0
     return conn.execute(
-        f"DELETE FROM wishlist WHERE user_id = ? AND id IN ({_marks(len(ids))})",
+        f"DELETE FROM wishlist WHERE user_id = ? AND id IN ({marks(len(ids))})",
         (user_id, *ids),
     ).rowcount

@@ -5,26 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-
-def placeholders(n: int) -> str:
-    return ", ".join("?" * n)
-
-
-def sent(conn: sqlite3.Connection, event_id: str, kind: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM mail_log WHERE event_id = ? AND kind = ?", (event_id, kind)
-        ).fetchone()
-        is not None
-    )
-
-
-def mark_sent(conn: sqlite3.Connection, event_id: str, kind: str, now: float) -> None:
-    conn.execute(
-        "INSERT INTO mail_log (event_id, kind, sent_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (event_id, kind) DO NOTHING",
-        (event_id, kind, now),
-    )
+from miri.infra.database import marks
 
 
 def sent_of(conn: sqlite3.Connection, event_ids: Sequence[str], kind: str) -> set[str]:
@@ -32,7 +13,7 @@ def sent_of(conn: sqlite3.Connection, event_ids: Sequence[str], kind: str) -> se
     if not event_ids:
         return set()
     rows = conn.execute(
-        f"SELECT event_id FROM mail_log WHERE kind = ? AND event_id IN ({placeholders(len(event_ids))})",
+        f"SELECT event_id FROM mail_log WHERE kind = ? AND event_id IN ({marks(len(event_ids))})",
         (kind, *event_ids),
     ).fetchall()
     return {row[0] for row in rows}

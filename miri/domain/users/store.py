@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from miri.domain.errors import EmailTaken, ValidationFailed
+from miri.infra.database import marks
 
 Row = Any  # a row readable by column name (sqlite3.Row)
 
@@ -104,9 +105,8 @@ def emails(conn: sqlite3.Connection, user_ids: Sequence[int]) -> list[Row]:
     """``(id, email_enc)`` of each of these users that exists."""
     if not user_ids:
         return []
-    marks = ", ".join("?" * len(user_ids))
     return conn.execute(
-        f"SELECT id, email_enc FROM users WHERE id IN ({marks})", tuple(user_ids)
+        f"SELECT id, email_enc FROM users WHERE id IN ({marks(len(user_ids))})", tuple(user_ids)
     ).fetchall()
 
 

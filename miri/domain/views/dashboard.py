@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from miri.infra.database import Database
+from miri.infra.database import Database, marks
 from miri.infra.hosts import LIVE
 
 
@@ -28,12 +28,12 @@ async def goods_sales(db: Database, goods_ids: Sequence[int]) -> dict[int, Sales
     ``active_order_items`` view: canceled, aborted and returned items are not sales)."""
     if not goods_ids:
         return {}
-    marks = ",".join("?" * len(goods_ids))
+    in_goods = marks(len(goods_ids))
 
     def read(conn: sqlite3.Connection) -> dict[int, Sales]:
         rows = conn.execute(
             "SELECT goods_id, SUM(quantity), COUNT(DISTINCT user_id) FROM active_order_items"
-            f" WHERE goods_id IN ({marks}) GROUP BY goods_id",
+            f" WHERE goods_id IN ({in_goods}) GROUP BY goods_id",
             tuple(goods_ids),
         ).fetchall()
         return {gid: Sales(int(sold), int(buyers)) for gid, sold, buyers in rows}

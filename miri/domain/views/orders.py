@@ -12,7 +12,7 @@ from datetime import datetime, tzinfo
 
 from miri.domain.errors import NotFound
 from miri.domain.paging import Page
-from miri.infra.database import Database
+from miri.infra.database import Database, marks
 
 ITEM_COLUMNS = """
     d.id AS order_item_id, d.order_id, d.goods_id, g.name AS goods_name, g.category,
@@ -182,10 +182,9 @@ class OrderViews:
         ids = list(order_item_ids)
         if not ids:
             return {}
-        marks = ", ".join("?" * len(ids))
         rows = await self._db.read(
             lambda c: c.execute(
-                f"SELECT {ITEM_COLUMNS} {ITEM_JOINS} WHERE d.id IN ({marks})", ids
+                f"SELECT {ITEM_COLUMNS} {ITEM_JOINS} WHERE d.id IN ({marks(len(ids))})", ids
             ).fetchall()
         )
         return {row["order_item_id"]: self.item_of(row) for row in rows}
