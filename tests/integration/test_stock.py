@@ -130,6 +130,34 @@ async def test_concurrent_multi_goods_reserves_never_split(shop):
     assert stocks == {a.goods_id: 20, b.goods_id: 0}
 
 
+async def test_one_tick_of_reservations_over_several_goods_judges_each_alone(shop):
+    """The reservations of one loop tick go to Redis in one call, each goods' keys named once
+    however many of them name it; each is still judged alone, all or nothing."""
+    seller, _ = await add_user(shop, "seller@example.com")
+    a = await add_goods(shop, seller, stock=10, name="Tote Bag", limit=2)
+    b = await add_goods(shop, seller, stock=4, name="Lip Balm")
+    c = await add_goods(shop, seller, stock=2, name="Hand Cream")
+    ids = [a.goods_id, b.goods_id, c.goods_id]
+    await shop.goods.reserve_many(9, [(g, 1) for g in ids])  # all three cached now
+    big = 10**15 + 7  # a hash field in Redis: kept digit for digit
+    outcomes = await asyncio.gather(
+        shop.goods.reserve_many(big, [(b.goods_id, 1), (a.goods_id, 2)]),
+        shop.goods.reserve_many(2, [(a.goods_id, 1)]),
+        shop.goods.reserve_many(3, [(b.goods_id, 1)]),
+        shop.goods.reserve_many(5, [(a.goods_id, 3)]),  # over the limit of 2
+        shop.goods.reserve_many(4, [(a.goods_id, 1), (b.goods_id, 1)]),
+        shop.goods.reserve_many(6, [(a.goods_id, 1), (c.goods_id, 2)]),  # 1 of c left
+        return_exceptions=True,
+    )
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds == ["Reserved"] * 3 + ["LimitExceeded", "Reserved", "SoldOut"]
+    assert outcomes[5].data == {"goodsId": c.goods_id}
+    assert await shop.goods.live_stocks(ids) == {a.goods_id: 5, b.goods_id: 0, c.goods_id: 1}
+    assert await buyers(shop, a.goods_id) == {"9": "1", str(big): "2", "2": "1", "4": "1"}
+    assert await buyers(shop, b.goods_id) == {"9": "1", str(big): "1", "3": "1", "4": "1"}
+    assert await buyers(shop, c.goods_id) == {"9": "1"}
+
+
 async def test_an_edit_in_another_process_reaches_this_cache(shop):
     goods = await add_goods(shop, stock=10, price=1000)
     await shop.goods.reserve(1, goods.goods_id, 1)  # cached now

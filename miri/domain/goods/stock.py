@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
@@ -41,20 +42,23 @@ EPOCH = keys.STOCK_EPOCH
 
 # Many reservations in one call (those that arrived in the same loop tick), each judged and
 # applied in turn, each all-or-nothing over its items.
-# KEYS: dirty, epoch, then per reservation per item: goods hash, buyers hash.
-# ARGV: per reservation: user, now, item count, then id, qty per item.
+# KEYS: dirty, epoch, then per goods in the batch (once, however many orders name it): goods
+# hash, buyers hash.
+# ARGV[1]: the reservations as one JSON array: {user, now, {{goods key's index in KEYS, id, qty},
+# ...}} each, the ids as strings. One argument, not seven per order: redis-py packs each argument in Python, which
+# cost more than the rest of sending the batch (measured, benchmarks/README.md).
 # Answers one {status, item (1-based), epoch, version per item...} per reservation.
 RESERVE = """
 local out = {}
 local epoch = redis.call('GET', KEYS[2])
-local k, a = 3, 1
-while a <= #ARGV do
-  local user, now, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+local orders = cjson.decode(ARGV[1])
+for o = 1, #orders do
+  local user, now, items = orders[o][1], orders[o][2], orders[o][3]
+  local n = #items
   local refusal, vers = nil, {}
   if not epoch then refusal = {'UNVERIFIED', 0} end
   for i = 1, (refusal and 0 or n) do
-    local gk, bk = KEYS[k + 2 * i - 2], KEYS[k + 2 * i - 1]
-    local qty = tonumber(ARGV[a + 2 * i + 2])
+    local gk, bk, qty = KEYS[items[i][1]], KEYS[items[i][1] + 1], items[i][3]
     local g = redis.call('HMGET', gk, 'stock', 'open', 'limit', 'ver')
     if not g[1] then refusal = {'MISSING', i}; break end
     if g[2] and g[2] ~= '' and now < tonumber(g[2]) then refusal = {'SALE_NOT_OPEN', i}; break end
@@ -69,15 +73,13 @@ while a <= #ARGV do
     out[#out + 1] = refusal
   else
     for i = 1, n do
-      local qty = tonumber(ARGV[a + 2 * i + 2])
-      redis.call('HINCRBY', KEYS[k + 2 * i - 2], 'stock', -qty)
-      redis.call('HINCRBY', KEYS[k + 2 * i - 1], user, qty)
-      redis.call('HINCRBY', KEYS[1], ARGV[a + 2 * i + 1], 1)
+      local key, qty = items[i][1], items[i][3]
+      redis.call('HINCRBY', KEYS[key], 'stock', -qty)
+      redis.call('HINCRBY', KEYS[key + 1], user, qty)
+      redis.call('HINCRBY', KEYS[1], items[i][2], 1)
     end
     out[#out + 1] = {'OK', 0, epoch, unpack(vers)}
   end
-  k = k + 2 * n
-  a = a + 3 + 2 * n
 end
 return out
 """
@@ -200,7 +202,8 @@ class Reservation:
 RELEASE_MISSING, RELEASE_DONE, RELEASE_REPEAT, RELEASE_EARLY, RELEASE_COUNTED = 0, 1, 2, 3, 4
 
 
-Call = tuple[list[str], list[Any], asyncio.Future]
+# One reservation waiting for its batch: user, now, (goods id, qty) per item, its answer.
+Call = tuple[int, float, Sequence[tuple[int, int]], asyncio.Future]
 
 
 class ReserveBatch:
@@ -220,10 +223,12 @@ class ReserveBatch:
         self._pending: list[Call] = []
         self._sending: set[asyncio.Task] = set()
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> list[Any]:
+    async def __call__(
+        self, user_id: int, now: float, items: Sequence[tuple[int, int]]
+    ) -> list[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((keys, args, future))
+        self._pending.append((user_id, now, items, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
         return await future
@@ -237,16 +242,25 @@ class ReserveBatch:
 
     async def _send(self, batch: list[Call]) -> None:
         keys: list[str] = [DIRTY, EPOCH]
-        args: list[Any] = []
-        for call_keys, call_args, _ in batch:
-            keys += call_keys
-            args += call_args
+        at: dict[int, int] = {}  # goods id -> its goods key's index in KEYS (1-based, as Lua)
+        orders = []
+        for user_id, now, items, _ in batch:
+            named = []
+            for goods_id, qty in items:
+                index = at.get(goods_id)
+                if index is None:
+                    index = at[goods_id] = len(keys) + 1
+                    keys += (goods_key(goods_id), buyers_key(goods_id))
+                named.append((index, str(goods_id), qty))
+            # Ids as strings: they are hash fields, kept digit for digit (no Lua number between).
+            orders.append((str(user_id), now, named))
+        payload = orjson.dumps(orders)
         try:
             try:
-                answers = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+                answers = await self._client.evalsha(self._sha, len(keys), *keys, payload)
             except NoScriptError:
                 await self._client.script_load(RESERVE)
-                answers = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+                answers = await self._client.evalsha(self._sha, len(keys), *keys, payload)
         except BaseException as exc:  # noqa: BLE001 - handed to every caller in the batch
             for *_, future in batch:
                 if not future.done():
@@ -276,12 +290,7 @@ class LiveStock:
     async def reserve(
         self, user_id: int, items: Sequence[tuple[int, int]], now: float
     ) -> Reservation:
-        keys: list[str] = []
-        args: list[str | int] = [user_id, repr(now), len(items)]
-        for goods_id, qty in items:
-            keys += [goods_key(goods_id), buyers_key(goods_id)]
-            args += [goods_id, qty]
-        answer = await self._reserve(keys, args)
+        answer = await self._reserve(user_id, now, items)
         status, index = answer[0], int(answer[1])
         if status == "SOLD_OUT":
             return Reservation(status, index - 1, [], int(answer[2]))
