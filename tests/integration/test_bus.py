@@ -20,7 +20,7 @@ import pytest
 from miri.config import Settings
 from miri.domain.events import Event
 from miri.infra.bus import Batched, Bus
-from miri.infra.bus.dispatcher import BUSY_CLAIMS, BUSY_SLICE, POLL_INTERVAL
+from miri.infra.bus.dispatcher import BUSY_CLAIMS, BUSY_RATE, BUSY_SLICE, POLL_INTERVAL
 from miri.infra.bus.owners import owner_is_dead
 from miri.infra.database import Database, open_database
 from miri.infra.metrics import ShopMetrics
@@ -338,6 +338,18 @@ async def test_deliveries_hold_back_while_requests_write_at_a_sale_s_rate(bus: B
     assert 0 < in_rush <= BUSY_CLAIMS * (slices + 2)
     assert await bus.drain(10)
     assert delivered == 600
+
+
+async def test_one_slow_slice_does_not_end_a_rush(bus: Bus, db: Database):
+    """A write that stalls the requests' writes for a slice (a big publish, a slow commit on
+    PostgreSQL) leaves the bus trickling; two slow slices in a row end the rush."""
+    rushing = bus.dispatcher._rushing  # the dispatcher is not started: only these looks count
+    start = 1_000_000.0
+    assert not rushing(start)  # the first look: next to nothing written yet
+    await asyncio.gather(*(db.write(lambda c: None) for _ in range(BUSY_RATE)))
+    assert rushing(start + 2 * BUSY_SLICE)  # BUSY_RATE writes in half a second
+    assert rushing(start + 4 * BUSY_SLICE)  # none since: still on
+    assert not rushing(start + 6 * BUSY_SLICE)  # none in two looks: over
 
 
 async def test_replay_all(bus: Bus, db: Database):

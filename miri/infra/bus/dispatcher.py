@@ -34,7 +34,8 @@ log = logging.getLogger("miri.infra.bus")
 
 POLL_INTERVAL = 0.5  # seconds between looks for rows written by other processes
 # A sale is on when requests wait on the writer (BUSY_BACKLOG) or write fast (BUSY_RATE per
-# second): deliveries then hold back to BUSY_CLAIMS per BUSY_SLICE and catch up after the rush.
+# second, in either of the last two slices): deliveries then hold back to BUSY_CLAIMS per
+# BUSY_SLICE and catch up after the rush.
 BUSY_BACKLOG = 64
 BUSY_RATE = 1000
 BUSY_CLAIMS = 64
@@ -88,7 +89,8 @@ class Dispatcher:
         self._busy_claimed_at = 0.0  # when deliveries were last let through a busy writer
         self._rate_at = 0.0  # when the requests' write rate was last taken ...
         self._rate_written = 0  # ... and the writer's count of their writes then
-        self._rush = False  # that rate was a sale's
+        self._rush = False  # that rate was a sale's, in this slice or the one before
+        self._rush_before = False  # the last slice's rate alone was a sale's
         self._kick: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._pump_task: asyncio.Task | None = None
@@ -241,11 +243,16 @@ class Dispatcher:
         return POLL_INTERVAL
 
     def _rushing(self, now: float) -> bool:
-        """Whether requests wrote at a sale's rate over the last slice (taken once a slice)."""
+        """Whether requests wrote at a sale's rate over either of the last two slices (taken
+        once a slice). One slow slice does not end a rush: a big write or a slow commit stalls
+        the requests' writes for a slice, and the bus's full batches would then land on the
+        writer just when it is behind."""
         if now - self._rate_at >= BUSY_SLICE:
             written = self.db.written
             rate = (written - self._rate_written) / (now - self._rate_at)
-            self._rush = rate >= BUSY_RATE
+            rushing = rate >= BUSY_RATE
+            self._rush = rushing or self._rush_before
+            self._rush_before = rushing
             self._rate_at, self._rate_written = now, written
         return self._rush
 
