@@ -45,8 +45,8 @@ EPOCH = keys.STOCK_EPOCH
 # KEYS: dirty, epoch, then per goods in the batch (once, however many orders name it): goods
 # hash, buyers hash.
 # ARGV[1]: the reservations as one JSON array: {user, now, {{goods key's index in KEYS, id, qty},
-# ...}} each, the ids as strings. One argument, not seven per order: redis-py packs each argument in Python, which
-# cost more than the rest of sending the batch (measured, benchmarks/README.md).
+# ...}} each, the ids as strings. One argument, not seven per order: redis-py packs each
+# argument in Python, which cost more than the rest of sending the batch (benchmarks/README.md).
 # Answers one {status, item (1-based), epoch, version per item...} per reservation.
 RESERVE = """
 local out = {}
